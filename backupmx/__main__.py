@@ -1,0 +1,3 @@
+from backupmx.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""The admin endpoint on a loopback address: health, metrics and queue actions.
+
+A deliberately tiny HTTP/1.0 server (one request per connection, a handful of
+routes) so that the queue commands can tell a running server what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+from backupmx.log import log
+from backupmx.queue import listing
+
+if TYPE_CHECKING:
+    from backupmx.server import Server
+
+
+def parse_admin_listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"admin_listen must be a loopback address, not {host}")
+    return host, int(port)
+
+
+async def start(server: Server) -> asyncio.base_events.Server | None:
+    value = server.svc.cfg.str("admin_listen")
+    if not value:
+        return None
+    host, port = parse_admin_listen(value)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+            status, ctype, body = await route(server, method, target)
+        except Exception as e:
+            status, ctype, body = 400, "text/plain", f"bad request: {e}\n"
+        data = body.encode()
+        writer.write(
+            f"HTTP/1.0 {status} {'OK' if status == 200 else 'Error'}\r\n"
+            f"Content-Type: {ctype}\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+        )
+        try:
+            await writer.drain()
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(handle, host, port, reuse_address=True)
+    log.info("master", f"admin endpoint on {host}:{port}")
+    return srv
+
+
+async def route(server: Server, method: str, target: str) -> tuple[int, str, str]:
+    url = urlsplit(target)
+    q = {k: v[0] for k, v in parse_qs(url.query).items()}
+    qm = server.qmgr
+    path = url.path
+    if method == "GET" and path == "/healthz":
+        return 200, "text/plain", "ok\n"
+    if method == "GET" and path == "/metrics":
+        return 200, "text/plain; version=0.0.4", metrics(server)
+    if method == "GET" and path == "/queue":
+        envs = sorted(qm.msgs.values(), key=lambda e: e.arrival)
+        return 200, "application/json", json.dumps(listing.as_json(envs, active=qm.active))
+    if method != "POST":
+        return 404, "text/plain", "not found\n"
+    if path == "/queue/flush":
+        fut = qm.flush(q.get("domain") or None)
+        if q.get("wait"):
+            await fut
+        return 200, "application/json", json.dumps({"ok": True})
+    qid = q.get("id", "")
+    if path == "/queue/delete":
+        if qid == "ALL":
+            n = sum(1 for i in list(qm.msgs) if qm.delete(i))
+            return 200, "application/json", json.dumps({"ok": True, "deleted": n})
+        return _result(qm.delete(qid), qid)
+    if path == "/queue/hold":
+        return _result(qm.hold(qid), qid)
+    if path == "/queue/release":
+        return _result(qm.release(qid), qid)
+    return 404, "text/plain", "not found\n"
+
+
+def _result(ok: bool, qid: str) -> tuple[int, str, str]:
+    if ok:
+        return 200, "application/json", json.dumps({"ok": True})
+    return 404, "application/json", json.dumps({"ok": False, "error": f"{qid}: no such message"})
+
+
+def metrics(server: Server) -> str:
+    qm = server.qmgr
+    lines = [
+        "# HELP backupmx_queue_messages Messages in the queue.",
+        "# TYPE backupmx_queue_messages gauge",
+        f"backupmx_queue_messages {len(qm.msgs)}",
+        "# HELP backupmx_queue_active Messages being delivered.",
+        "# TYPE backupmx_queue_active gauge",
+        f"backupmx_queue_active {len(qm.active)}",
+        "# HELP backupmx_smtpd_sessions Open SMTP sessions.",
+        "# TYPE backupmx_smtpd_sessions gauge",
+        f"backupmx_smtpd_sessions {len(server.sessions)}",
+        "# HELP backupmx_delivery_results_total Recipient delivery results.",
+        "# TYPE backupmx_delivery_results_total counter",
+    ]
+    for kind in ("delivered", "deferred", "bounced"):
+        lines.append(f'backupmx_delivery_results_total{{result="{kind}"}} {qm.stats[kind]}')
+    lines.append(f"backupmx_uptime_seconds {time.time() - server.started:.0f}")
+    return "\n".join(lines) + "\n"

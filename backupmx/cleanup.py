@@ -1,0 +1,50 @@
+"""Turn an accepted transaction into queue content: Received header, hop count."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from dataclasses import dataclass
+
+_RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    helo: str | None
+    client_name: str
+    client_ip: str
+    protocol: str  # SMTP, ESMTP, ESMTPS, UTF8SMTP ...
+    queue_id: str
+    recipients: list[str]
+    tls: str | None = None  # e.g. "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)"
+
+
+def count_received(content: bytes) -> int:
+    """Received: headers in the header section (up to the first empty line)."""
+    n = 0
+    for line in content.split(b"\r\n"):
+        if not line:
+            break
+        if _RECEIVED.match(line):
+            n += 1
+    return n
+
+
+def received_header(a: Arrival, myhostname: str, now: float | None = None) -> bytes:
+    """Our Received: line (RFC 5321 4.4) in Postfix's layout."""
+    ip = f"IPv6:{a.client_ip}" if ":" in a.client_ip else a.client_ip
+    first = a.helo if a.helo else a.client_name
+    date = email.utils.formatdate(now if now is not None else time.time(), localtime=True)
+    lines = [f"Received: from {first} ({a.client_name} [{ip}])"]
+    if a.tls:
+        lines.append(f"\t{a.tls}")
+    by = f"\tby {myhostname} (backupmx) with {a.protocol} id {a.queue_id}"
+    if len(a.recipients) == 1:
+        lines.append(by)
+        lines.append(f"\tfor <{a.recipients[0]}>; {date}")
+    else:
+        lines.append(by + ";")
+        lines.append(f"\t{date}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")

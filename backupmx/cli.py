@@ -1,0 +1,210 @@
+"""The command line: thin, calls into the rooms.
+
+Exit status: 0 success, 1 a failure the command reports, 2 bad usage or an
+invalid configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from backupmx import __version__, config, services
+
+DEFAULT_CONFIG = "/etc/backupmx/backupmx.cf"
+
+
+def split_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``-c FILE`` (or ``--config FILE``, ``-cFILE``, ``--config=FILE``) from anywhere."""
+    path = None
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-c", "--config"):
+            if i + 1 >= len(argv):
+                raise SystemExit(_usage_error(f"{a} needs a file name"))
+            path = argv[i + 1]
+            i += 2
+            continue
+        if a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        elif a.startswith("-c") and len(a) > 2 and not a.startswith("--"):
+            path = a[2:]
+        else:
+            rest.append(a)
+        i += 1
+    return path, rest
+
+
+def _usage_error(msg: str) -> int:
+    print(f"backupmx: {msg}", file=sys.stderr)
+    return 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="backupmx",
+        description="Store-and-forward backup MX mail server. Every command takes -c FILE.",
+    )
+    p.add_argument("--version", action="store_true", help="print the version")
+    sub = p.add_subparsers(dest="cmd")
+    sub.add_parser("serve", help="run the server in the foreground")
+    sub.add_parser("check", help="validate the configuration")
+    q = sub.add_parser("queue", help="list and act on the mail queue")
+    qs = q.add_subparsers(dest="qcmd")
+    ql = qs.add_parser("list", help="the queue, like mailq")
+    ql.add_argument("--json", action="store_true")
+    qsh = qs.add_parser("show", help="one message: envelope, headers, history")
+    qsh.add_argument("id")
+    qsh.add_argument("--json", action="store_true")
+    qf = qs.add_parser("flush", help="attempt delivery now (of one domain)")
+    qf.add_argument("domain", nargs="?")
+    qf.add_argument("--wait", action="store_true", help="return when the attempts have ended")
+    for name, helptext in (
+        ("delete", "delete a message (ID or ALL)"),
+        ("hold", "put a message on hold"),
+        ("release", "release a message from hold"),
+    ):
+        x = qs.add_parser(name, help=helptext)
+        x.add_argument("id")
+    sub.add_parser("demo", help="a walk-through of an outage on loopback")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        path, rest = split_config(argv)
+    except SystemExit as e:
+        return int(e.code or 2)
+    p = parser()
+    try:
+        args = p.parse_args(rest)
+    except SystemExit as e:
+        return 0 if e.code == 0 else 2
+    if args.version:
+        print(f"backupmx {__version__}")
+        return 0
+    if args.cmd is None:
+        p.print_help(sys.stderr)
+        return 2
+    if args.cmd == "demo":
+        from backupmx import demo
+
+        return demo.run()
+    cfg_path = path or os.environ.get("BACKUPMX_CONFIG") or DEFAULT_CONFIG
+    try:
+        cfg = config.load(cfg_path)
+        svc = services.build(cfg)
+    except config.ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    if args.cmd == "check":
+        for w in list(cfg.warnings) + services.warnings(svc):
+            print(str(w), file=sys.stderr)
+        print(f"{cfg_path}: configuration OK")
+        return 0
+    if args.cmd == "serve":
+        from backupmx import server
+
+        return server.run(cfg)
+    if args.cmd == "queue":
+        if args.qcmd is None:
+            print("backupmx: queue needs a command: list, show, flush, delete, hold, release",
+                  file=sys.stderr)
+            return 2
+        return queue_command(cfg, args)
+    return 2
+
+
+# --- queue commands ------------------------------------------------------------
+
+
+def _admin(cfg: config.Config, method: str, path: str, timeout: float = 600) -> Any | None:
+    """Ask the running server; None when no server answers on admin_listen."""
+    listen = cfg.str("admin_listen")
+    if not listen:
+        return None
+    req = urllib.request.Request(f"http://{listen}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read() or b"null")
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+def queue_command(cfg: config.Config, args: argparse.Namespace) -> int:
+    from backupmx.queue import listing
+    from backupmx.queue.store import Spool
+
+    q = args.qcmd
+    if q == "list":
+        data = _admin(cfg, "GET", "/queue")
+        if data is None:
+            spool = Spool(cfg.str("queue_directory"))
+            spool.open()
+            try:
+                envs = sorted(spool.envelopes(), key=lambda e: e.arrival)
+            finally:
+                spool.close()
+            data = listing.as_json(envs)
+            active: set[str] = set()
+        else:
+            envs = [listing.from_json(d) for d in data]
+            active = {d["id"] for d in data if d["state"] == "active"}
+        if args.json:
+            print(json.dumps(data, indent=1))
+        else:
+            sys.stdout.write(listing.mailq_text(envs, time.time(), active=active))
+        return 0
+    if q == "show":
+        spool = Spool(cfg.str("queue_directory"))
+        spool.open()
+        try:
+            env = spool.envelope(args.id)
+            if env is None:
+                print(f"backupmx: {args.id}: no such message", file=sys.stderr)
+                return 1
+            if args.json:
+                print(json.dumps(listing.as_json([env])[0], indent=1))
+            else:
+                sys.stdout.write(listing.show_text(env, spool.content(args.id)))
+        finally:
+            spool.close()
+        return 0
+    if q == "flush":
+        target = "/queue/flush?" + "&".join(
+            x for x in (f"domain={args.domain}" if args.domain else "",
+                        "wait=1" if args.wait else "") if x
+        )
+        res = _admin(cfg, "POST", target)
+        if res is None:
+            from backupmx import oneshot
+
+            return oneshot.flush(cfg, args.domain)
+        return 0
+    res = _admin(cfg, "POST", f"/queue/{q}?id={args.id}")
+    if res is None:
+        spool = Spool(cfg.str("queue_directory"))
+        spool.open()
+        try:
+            if q == "delete":
+                ok = spool.delete_all() >= 0 if args.id == "ALL" else spool.delete(args.id)
+            else:
+                ok = spool.set_hold(args.id, q == "hold")
+        finally:
+            spool.close()
+        res = {"ok": ok, "error": f"{args.id}: no such message"}
+    if not res.get("ok"):
+        print(f"backupmx: {res.get('error')}", file=sys.stderr)
+        return 1
+    return 0

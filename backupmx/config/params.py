@@ -1,0 +1,377 @@
+"""The one parameter table: every supported name, its type, default and a one-line description.
+
+`check`, the reference documentation and the code all read this table, so a parameter
+exists exactly when it is declared here. Defaults are Postfix 3.7's (at a modern
+compatibility level) except where backupmx deliberately differs, which the doc line says.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+ParamType = Literal["str", "bool", "int", "time", "size", "list", "code", "choice", "port"]
+
+#: Gives the expanded value of another parameter, for computed defaults.
+ValueOf = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter.
+
+    `default` is main.cf text, expanded like a value from the file. When `compute` is set
+    the default is derived from the running host instead, and `default` only describes it.
+    `unit` is the default unit of a time; `lo`..`hi` bound a reply code; `choices` lists
+    the allowed words of a choice; `raw` values are templates that their user expands with
+    its own variables (`$rbl_code` ...), so the configuration leaves them as written.
+    """
+
+    name: str
+    type: ParamType
+    default: str
+    doc: str
+    unit: str = "s"
+    choices: tuple[str, ...] = ()
+    lo: int = 0
+    hi: int = 0
+    raw: bool = False
+    compute: Callable[[ValueOf], str] | None = None
+
+
+@functools.cache
+def host_fqdn() -> str:
+    """This machine's fully qualified name; `.localdomain` is added when no name has a dot."""
+    for name in (socket.getfqdn(), socket.gethostname()):
+        if "." in name.strip("."):
+            return name.strip(".").lower()
+    return f"{socket.gethostname() or 'localhost'}.localdomain".lower()
+
+
+def _parent_domain(value_of: ValueOf) -> str:
+    """$myhostname without its first label, as Postfix derives mydomain."""
+    _, _, rest = value_of("myhostname").partition(".")
+    return rest or "localdomain"
+
+
+def _s(name: str, default: str, doc: str) -> Param:
+    return Param(name, "str", default, doc)
+
+
+def _b(name: str, default: str, doc: str) -> Param:
+    return Param(name, "bool", default, doc)
+
+
+def _i(name: str, default: str, doc: str) -> Param:
+    return Param(name, "int", default, doc)
+
+
+def _z(name: str, default: str, doc: str) -> Param:
+    return Param(name, "size", default, doc)
+
+
+def _t(name: str, default: str, unit: str, doc: str) -> Param:
+    return Param(name, "time", default, doc, unit=unit)
+
+
+def _l(name: str, default: str, doc: str) -> Param:
+    return Param(name, "list", default, doc)
+
+
+def _c(name: str, default: str, lo: int, hi: int, doc: str) -> Param:
+    return Param(name, "code", default, doc, lo=lo, hi=hi)
+
+
+def _ch(name: str, default: str, choices: tuple[str, ...], doc: str) -> Param:
+    return Param(name, "choice", default, doc, choices=choices)
+
+
+_TEMPFAIL = ("defer_if_permit", "defer")
+_FACILITIES = ("", "mail", "daemon", "user", *(f"local{i}" for i in range(8)))
+
+_TABLE: tuple[Param, ...] = (
+    # identity and networks
+    Param("myhostname", "str", "this host's fully qualified name", "The Internet name of this "
+          "mail system; used in the greeting, Received: headers and the EHLO of deliveries",
+          compute=lambda value_of: host_fqdn()),
+    Param("mydomain", "str", "$myhostname without its first label", "The domain of this mail "
+          "system; the default for several other parameters", compute=_parent_domain),
+    _s("myorigin", "$myhostname", "Domain that locally generated mail (bounces, probes) "
+       "appears to come from"),
+    _l("mydestination", "$myhostname, localhost.$mydomain, localhost", "Domains this host is "
+       "the final destination for; backupmx delivers none of them locally"),
+    _l("mynetworks", "127.0.0.0/8 [::1]/128", "Trusted client networks for permit_mynetworks "
+       "(backupmx: loopback only by default, as mynetworks_style = host)"),
+    _ch("mynetworks_style", "host", ("host", "subnet", "class"), "How Postfix would derive "
+        "mynetworks; backupmx always uses the explicit mynetworks default"),
+    _l("proxy_interfaces", "", "Addresses of a proxy or NAT in front of this host; they count "
+       "as this host for permit_mx_backup and loop detection"),
+    _l("inet_interfaces", "all", "Addresses of this host's network interfaces that count as "
+       "this host (all = every configured address)"),
+    _l("inet_protocols", "all", "Address families to use: all, ipv4, ipv6"),
+    _b("smtpd_peername_lookup", "yes", "Look up the client's reverse name; no means every "
+       "client is named unknown"),
+    _s("compatibility_level", "3.6", "Accepted for Postfix configurations; backupmx's "
+       "defaults are those of level 3.6 whatever the value"),
+    _s("mail_owner", "backupmx", "The system account that owns the queue and data files"),
+    _s("smtpd_banner", "$myhostname ESMTP backupmx", "Text after 220 in the SMTP greeting"),
+    _s("syslog_name", "backupmx", "Tag before /smtpd, /qmgr ... in every log line"),
+    _ch("syslog_facility", "", _FACILITIES, "Syslog facility to log to the local syslog "
+        "socket with; empty means no syslog"),
+    _s("maillog_file", "", "File to log to with syslog-style timestamps; - or /dev/stdout "
+       "for standard output"),
+    # backupmx's own
+    _l("smtpd_listen", "127.0.0.1:2525", "Addresses to accept SMTP on, IP:PORT or "
+       "[IPv6]:PORT; they count as this host"),
+    _l("dns_nameservers", "", "Resolvers to ask, IP or IP:PORT; empty means those in "
+       "/etc/resolv.conf"),
+    _s("admin_listen", "127.0.0.1:9025", "Loopback address of the admin HTTP endpoint "
+       "(/metrics, /healthz, queue actions)"),
+    _s("postmaster_address", "postmaster@$mydomain", "Where mail for postmaster of this host "
+       "is forwarded"),
+    # relaying
+    _l("relay_domains", "", "Domains this host relays to (besides permit_mx_backup domains)"),
+    _l("relay_recipient_maps", "", "Tables of valid recipients in relay_domains; empty "
+       "accepts every recipient there"),
+    _l("permit_mx_backup_networks", "", "Networks the primary MX of a permit_mx_backup domain "
+       "must be in; empty allows any domain that names this host as backup MX"),
+    _l("parent_domain_matches_subdomains", "debug_peer_list, fast_flush_domains, mynetworks, "
+       "permit_mx_backup_networks, qmqpd_authorized_clients, relay_domains, smtpd_access_maps",
+       "Features in which example.com also matches its subdomains"),
+    _b("allow_untrusted_routing", "no", "Relay or permit recipients with sender-specified "
+       "routing (user%host@domain, host!user@domain)"),
+    _l("virtual_alias_domains", "", "Virtual alias domains (final destinations); none in "
+       "backupmx by default"),
+    _l("virtual_mailbox_domains", "", "Virtual mailbox domains (final destinations); none in "
+       "backupmx by default"),
+    _l("local_recipient_maps", "", "Valid local recipients; empty, as backupmx has no local "
+       "delivery"),
+    _s("recipient_delimiter", "", "Separator of address extensions (user+ext); empty is off"),
+    # restrictions
+    _l("smtpd_client_restrictions", "", "Restrictions on the client, evaluated at RCPT TO"),
+    _l("smtpd_helo_restrictions", "", "Restrictions on the HELO/EHLO name, evaluated at "
+       "RCPT TO"),
+    _l("smtpd_sender_restrictions", "", "Restrictions on MAIL FROM, evaluated at RCPT TO"),
+    _l("smtpd_relay_restrictions", "permit_mynetworks, permit_sasl_authenticated, "
+       "permit_mx_backup, defer_unauth_destination", "Relay control at RCPT TO (backupmx: "
+       "permit_mx_backup is in the default, unlike Postfix)"),
+    _l("smtpd_recipient_restrictions", "", "Restrictions on RCPT TO"),
+    _l("smtpd_data_restrictions", "", "Restrictions on the DATA command"),
+    _l("smtpd_end_of_data_restrictions", "", "Restrictions after the end of message data"),
+    _l("smtpd_etrn_restrictions", "", "Restrictions on the ETRN command"),
+    _b("smtpd_delay_reject", "yes", "Delay client, HELO and sender rejections until RCPT TO"),
+    _b("smtpd_helo_required", "no", "Require HELO or EHLO before MAIL FROM and ETRN"),
+    _s("smtpd_null_access_lookup_key", "<>", "Access-map key used for the null sender"),
+    _b("smtpd_reject_unlisted_recipient", "yes", "Reject recipients not in the recipient "
+       "table of their address class, after the RCPT lists"),
+    _b("smtpd_relay_before_recipient_restrictions", "no", "Evaluate smtpd_relay_restrictions "
+       "before smtpd_recipient_restrictions (no: the recipient list decides first, as in "
+       "Postfix before 3.6; the relay list is the safety net)"),
+    _b("show_user_unknown_table_name", "yes", "Name the table in User unknown replies"),
+    _ch("reject_tempfail_action", "defer_if_permit", _TEMPFAIL, "What a reject restriction "
+        "does on a temporary error: defer_if_permit or defer"),
+    _ch("unknown_address_tempfail_action", "$reject_tempfail_action", _TEMPFAIL,
+        "Temporary-error action of reject_unknown_sender/recipient_domain"),
+    _ch("unknown_helo_hostname_tempfail_action", "$reject_tempfail_action", _TEMPFAIL,
+        "Temporary-error action of reject_unknown_helo_hostname"),
+    _c("access_map_reject_code", "554", 400, 599, "Reply code of an access-map REJECT"),
+    _c("access_map_defer_code", "450", 400, 499, "Reply code of an access-map DEFER"),
+    _c("reject_code", "554", 400, 599, "Reply code of the reject restriction"),
+    _c("defer_code", "450", 400, 499, "Reply code of the defer restriction"),
+    _c("relay_domains_reject_code", "554", 500, 599, "Reply code of reject_unauth_destination "
+       "(defer_unauth_destination uses it minus 100)"),
+    _c("non_fqdn_reject_code", "504", 400, 599, "Reply code of the reject_non_fqdn_* "
+       "restrictions"),
+    _c("unknown_address_reject_code", "450", 400, 599, "Reply code of "
+       "reject_unknown_sender/recipient_domain"),
+    _c("unknown_client_reject_code", "450", 400, 599, "Reply code of "
+       "reject_unknown_(reverse_)client_hostname"),
+    _c("unknown_hostname_reject_code", "450", 400, 599, "Reply code of "
+       "reject_unknown_helo_hostname"),
+    _c("invalid_hostname_reject_code", "501", 400, 599, "Reply code of "
+       "reject_invalid_helo_hostname"),
+    _c("unknown_relay_recipient_reject_code", "550", 400, 599, "Reply code for a recipient not "
+       "in relay_recipient_maps"),
+    _c("unknown_local_recipient_reject_code", "550", 400, 599, "Reply code for a recipient not "
+       "in local_recipient_maps"),
+    _c("unknown_virtual_alias_reject_code", "550", 400, 599, "Reply code for a recipient not "
+       "in the virtual alias table"),
+    _c("unknown_virtual_mailbox_reject_code", "550", 400, 599, "Reply code for a recipient "
+       "not in the virtual mailbox table"),
+    _c("multi_recipient_bounce_reject_code", "550", 400, 599, "Reply code of "
+       "reject_multi_recipient_bounce"),
+    # DNS lists
+    _c("maps_rbl_reject_code", "554", 400, 599, "Reply code of reject_rbl_client and "
+       "reject_rhsbl_*"),
+    _l("rbl_reply_maps", "", "Tables of reply templates per DNS list domain"),
+    Param("default_rbl_reply", "str", "$rbl_code Service unavailable; $rbl_class [$rbl_what] "
+          "blocked using $rbl_domain${rbl_reason?; $rbl_reason}", "Reply template for a DNS "
+          "list hit ($rbl_* are filled in per hit)", raw=True),
+    # address verification
+    _s("address_verify_map", "btree:$data_directory/verify_cache", "Persistent "
+       "address-verification cache; empty keeps it in memory only"),
+    _t("address_verify_positive_expire_time", "31d", "d", "Age at which a deliverable result "
+       "is forgotten"),
+    _t("address_verify_positive_refresh_time", "7d", "d", "Age at which a deliverable result "
+       "is re-probed in the background"),
+    _t("address_verify_negative_expire_time", "3d", "d", "Age at which an undeliverable or "
+       "deferred result is forgotten"),
+    _t("address_verify_negative_refresh_time", "3h", "h", "Age at which an undeliverable or "
+       "deferred result is re-probed in the background"),
+    _b("address_verify_negative_cache", "yes", "Store undeliverable and deferred results"),
+    _t("address_verify_cache_cleanup_interval", "12h", "h", "How often expired cache entries "
+       "are purged; 0 disables"),
+    _i("address_verify_poll_count", "3", "How often a RCPT waits for a probe result"),
+    _t("address_verify_poll_delay", "3s", "s", "Wait between those polls"),
+    _s("address_verify_sender", "$double_bounce_sender", "Envelope sender of probes; empty or "
+       "<> is the null sender"),
+    _l("address_verify_relayhost", "$relayhost", "relayhost for probes"),
+    _l("address_verify_transport_maps", "$transport_maps", "transport_maps for probes"),
+    _c("unverified_recipient_reject_code", "450", 200, 599, "Reply code for a recipient that "
+       "verification found undeliverable"),
+    _c("unverified_recipient_defer_code", "450", 200, 499, "Reply code for a recipient whose "
+       "verification is pending or failed temporarily"),
+    _ch("unverified_recipient_tempfail_action", "$reject_tempfail_action", _TEMPFAIL,
+        "Temporary-error action of reject_unverified_recipient"),
+    _s("unverified_recipient_reject_reason", "", "Replaces the reason text of "
+       "reject_unverified_recipient replies when set"),
+    _c("unverified_sender_reject_code", "450", 200, 599, "Reply code for a sender that "
+       "verification found undeliverable"),
+    _c("unverified_sender_defer_code", "450", 200, 499, "Reply code for a sender whose "
+       "verification is pending or failed temporarily"),
+    _ch("unverified_sender_tempfail_action", "$reject_tempfail_action", _TEMPFAIL,
+        "Temporary-error action of reject_unverified_sender"),
+    _s("unverified_sender_reject_reason", "", "Replaces the reason text of "
+       "reject_unverified_sender replies when set"),
+    # policy services
+    _t("smtpd_policy_service_timeout", "100s", "s", "Limit for connecting to, writing to and "
+       "reading from a policy server"),
+    _t("smtpd_policy_service_max_idle", "300s", "s", "Close an unused policy connection after "
+       "this"),
+    _t("smtpd_policy_service_max_ttl", "1000s", "s", "Close a policy connection this long "
+       "after it was opened"),
+    _i("smtpd_policy_service_request_limit", "0", "Reconnect after this many requests; 0 is "
+       "no limit"),
+    _i("smtpd_policy_service_try_limit", "2", "Attempts per policy request"),
+    _t("smtpd_policy_service_retry_delay", "1s", "s", "Pause between policy attempts"),
+    _s("smtpd_policy_service_default_action", "451 4.3.5 Server configuration problem",
+       "Action used when a policy server cannot be reached"),
+    _s("smtpd_policy_service_policy_context", "", "Value of the policy_context attribute"),
+    # queue and delivery
+    _s("queue_directory", "/var/spool/backupmx", "Where the mail queue lives"),
+    _s("data_directory", "/var/lib/backupmx", "Where caches and other state live"),
+    _l("transport_maps", "", "Tables of next hops per recipient or domain"),
+    _l("relayhost", "", "Next hop(s) for all mail instead of the recipient domain's MX"),
+    Param("smtp_tcp_port", "port", "smtp", "Port of delivery connections (a number or a "
+          "service name; smtp = 25)"),
+    _s("smtp_bind_address", "", "Local IPv4 address of delivery connections"),
+    _s("smtp_helo_name", "$myhostname", "Name sent in EHLO/HELO when delivering"),
+    _t("smtp_connect_timeout", "30s", "s", "Limit for connecting to a server"),
+    _t("smtp_helo_timeout", "300s", "s", "Limit for the greeting and the EHLO/HELO reply"),
+    _t("smtp_mail_timeout", "300s", "s", "Limit for the MAIL FROM reply"),
+    _t("smtp_rcpt_timeout", "300s", "s", "Limit for each RCPT TO reply"),
+    _t("smtp_data_init_timeout", "120s", "s", "Limit for the DATA reply"),
+    _t("smtp_data_xfer_timeout", "180s", "s", "Limit for each write of message content"),
+    _t("smtp_data_done_timeout", "600s", "s", "Limit for the reply to the final dot"),
+    _t("smtp_rset_timeout", "20s", "s", "Limit for the RSET reply"),
+    _t("smtp_quit_timeout", "300s", "s", "Limit for the QUIT reply"),
+    _t("smtp_starttls_timeout", "300s", "s", "Limit for the TLS handshake of a delivery"),
+    _i("smtp_destination_recipient_limit", "50", "Recipients per delivery transaction"),
+    _i("smtp_mx_address_limit", "5", "Server addresses tried per delivery attempt"),
+    _i("smtp_mx_session_limit", "2", "Sessions (greeting received) per delivery attempt"),
+    _i("smtp_line_length_limit", "998", "Content lines longer than this are folded when "
+       "delivering; 0 is no limit"),
+    _ch("smtp_tls_security_level", "", ("", "none", "may", "encrypt", "dane", "dane-only",
+        "fingerprint", "verify", "secure"), "TLS for deliveries; empty means none"),
+    _s("smtp_tls_CAfile", "", "CA certificates to verify servers with when delivering"),
+    _t("minimal_backoff_time", "300s", "s", "Least time between attempts; also how long a "
+       "dead destination is skipped"),
+    _t("maximal_backoff_time", "4000s", "s", "Most time between attempts"),
+    _t("queue_run_delay", "300s", "s", "How often the deferred queue is scanned"),
+    _t("maximal_queue_lifetime", "5d", "d", "Age at which undeliverable mail is returned; 0 "
+       "means try once"),
+    _t("bounce_queue_lifetime", "5d", "d", "The same for mail with the null sender"),
+    _t("delay_warning_time", "0h", "h", "Age at which the sender is told mail is delayed; 0 is "
+       "never"),
+    _i("default_destination_concurrency_limit", "20", "Parallel deliveries per destination"),
+    _i("qmgr_message_active_limit", "20000", "Messages in delivery at once"),
+    _i("hopcount_limit", "50", "Received: headers at which a message is rejected as looping"),
+    _s("double_bounce_sender", "double-bounce", "Sender of notices to postmaster; mail to it "
+       "is discarded"),
+    _l("notify_classes", "resource, software", "Problem classes reported to postmaster"),
+    _z("bounce_size_limit", "50000", "Largest original message returned whole in a bounce"),
+    _s("bounce_notice_recipient", "postmaster", "Recipient of postmaster copies of bounces"),
+    _s("2bounce_notice_recipient", "postmaster", "Recipient of undeliverable bounces"),
+    _b("soft_bounce", "no", "Turn every permanent failure into a temporary one (testing aid)"),
+    _l("fast_flush_domains", "$relay_domains", "Domains whose mail ETRN may flush"),
+    # server limits
+    _z("message_size_limit", "10240000", "Largest accepted message in bytes; 0 is no limit"),
+    _i("smtpd_recipient_limit", "1000", "Recipients accepted per message"),
+    _i("smtpd_recipient_overshoot_limit", "1000", "Excess recipients not counted as errors"),
+    _t("smtpd_timeout", "300s", "s", "Idle limit while reading from or writing to a client"),
+    _i("smtpd_hard_error_limit", "20", "Errors after which a client is disconnected"),
+    _i("smtpd_soft_error_limit", "10", "Errors after which every reply is delayed"),
+    _t("smtpd_error_sleep_time", "1s", "s", "That delay"),
+    _i("smtpd_junk_command_limit", "100", "HELO, NOOP, RSET ... beyond this count as errors"),
+    _i("smtpd_client_connection_count_limit", "50", "Simultaneous connections per client; 0 is "
+       "no limit"),
+    _i("smtpd_client_connection_rate_limit", "0", "Connections per client per "
+       "anvil_rate_time_unit; 0 is no limit"),
+    _i("smtpd_client_message_rate_limit", "0", "Messages per client per anvil_rate_time_unit; "
+       "0 is no limit"),
+    _i("smtpd_client_recipient_rate_limit", "0", "Recipients per client per "
+       "anvil_rate_time_unit; 0 is no limit"),
+    _l("smtpd_client_event_limit_exceptions", "$mynetworks", "Clients exempt from the "
+       "per-client limits"),
+    _t("anvil_rate_time_unit", "60s", "s", "Time unit of the per-client rate limits"),
+    _i("line_length_limit", "2048", "Longest command line, and piece of a content line, read "
+       "at once"),
+    _z("header_size_limit", "102400", "Longest header kept; the excess is discarded"),
+    _ch("smtpd_forbid_bare_newline", "yes", ("yes", "no", "normalize", "reject"), "Handling of "
+        "bare LF in SMTP (backupmx default yes = normalize, against SMTP smuggling)"),
+    _c("smtpd_forbid_bare_newline_reject_code", "550", 400, 599, "Reply code of "
+       "smtpd_forbid_bare_newline = reject"),
+    _l("smtpd_forbid_bare_newline_exclusions", "$mynetworks", "Clients exempt from "
+       "smtpd_forbid_bare_newline"),
+    _b("smtpd_forbid_unauth_pipelining", "no", "Disconnect clients that pipeline without "
+       "PIPELINING"),
+    _b("disable_vrfy_command", "no", "Refuse the VRFY command"),
+    _b("strict_rfc821_envelopes", "no", "Require <address> with nothing else in MAIL FROM and "
+       "RCPT TO"),
+    _b("smtputf8_enable", "yes", "Offer SMTPUTF8"),
+    _b("smtpd_delay_open_until_valid_rcpt", "yes", "Assign a queue id only at the first "
+       "accepted recipient"),
+    _s("smtpd_tls_cert_file", "", "Server certificate (PEM) for STARTTLS"),
+    _s("smtpd_tls_key_file", "$smtpd_tls_cert_file", "Private key (PEM) of that certificate"),
+    _ch("smtpd_tls_security_level", "", ("", "none", "may", "encrypt"), "STARTTLS for "
+        "clients; empty means none"),
+)
+
+PARAMS: dict[str, Param] = {p.name: p for p in _TABLE}
+
+
+def describe() -> list[Param]:
+    """Every parameter, in table order (grouped by subject), for documentation."""
+    return list(_TABLE)
+
+
+def render_reference() -> str:
+    """A markdown table of every parameter: name, default and description."""
+    lines = ["| name | default | description |", "| --- | --- | --- |"]
+    for p in _TABLE:
+        if p.compute is not None:
+            default = p.default
+        elif p.default:
+            default = f"`{p.default}`"
+        else:
+            default = "(empty)"
+        doc = p.doc + (f" (time; default unit {p.unit})" if p.type == "time" else "")
+        lines.append(f"| `{p.name}` | {_cell(default)} | {_cell(doc)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")

@@ -1,0 +1,58 @@
+"""Plain data for a message on its way through the house."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PENDING = "pending"
+DEFERRED = "deferred"
+DELIVERED = "delivered"
+BOUNCED = "bounced"
+OPEN_STATES = (PENDING, DEFERRED)
+
+
+@dataclass
+class Recipient:
+    """One envelope recipient with its delivery state."""
+
+    address: str
+    orcpt: str | None = None  # ORCPT as given by the client, e.g. "rfc822;bob@nausch.org"
+    notify: str | None = None  # NOTIFY as given, e.g. "SUCCESS,FAILURE" or "NEVER"
+    state: str = PENDING
+    attempts: int = 0
+    last_reply: str | None = None
+    next_attempt: float | None = None
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2].lower()
+
+    @property
+    def open(self) -> bool:
+        return self.state in OPEN_STATES
+
+
+@dataclass
+class Envelope:
+    """What the SMTP transaction said about the message, and what became of it."""
+
+    id: str
+    sender: str  # "" for the null sender
+    recipients: list[Recipient]
+    arrival: float
+    size: int = 0
+    body: str | None = None  # BODY= parameter: "7BIT" / "8BITMIME"
+    smtputf8: bool = False
+    ret: str | None = None  # RET=FULL|HDRS
+    envid: str | None = None  # ENVID=xtext
+    client: str = ""  # "name[ip]" of the client that handed the message in
+    hold: bool = False
+    history: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def open_recipients(self) -> list[Recipient]:
+        return [r for r in self.recipients if r.open]
+
+    @property
+    def done(self) -> bool:
+        return not self.open_recipients

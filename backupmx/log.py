@@ -1,0 +1,91 @@
+"""Postfix-format log lines, so that tools written for Postfix read ours.
+
+Each line is ``TAG/COMPONENT[PID]: text``.  To stderr the line goes without a
+timestamp (journald adds one); to ``maillog_file`` with a syslog-style prefix
+``Mon DD HH:MM:SS HOST``; to the local syslog socket when ``syslog_facility`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import syslog
+import threading
+import time
+from typing import TextIO
+
+_FACILITIES = {
+    "mail": syslog.LOG_MAIL,
+    "daemon": syslog.LOG_DAEMON,
+    "user": syslog.LOG_USER,
+    **{f"local{i}": getattr(syslog, f"LOG_LOCAL{i}") for i in range(8)},
+}
+
+
+class Logger:
+    """Writes one line per event to the configured sinks."""
+
+    def __init__(self) -> None:
+        self.tag = "backupmx"
+        self.host = socket.gethostname().split(".")[0]
+        self.stderr: TextIO | None = sys.stderr
+        self.file: TextIO | None = None
+        self.facility: int | None = None
+        self._lock = threading.Lock()
+
+    def configure(
+        self,
+        syslog_name: str = "backupmx",
+        maillog_file: str = "",
+        syslog_facility: str = "",
+        myhostname: str = "",
+        to_stderr: bool = True,
+    ) -> None:
+        """(Re)point the sinks; safe to call again on reload."""
+        with self._lock:
+            self.tag = syslog_name or "backupmx"
+            if myhostname:
+                self.host = myhostname.split(".")[0]
+            if self.file not in (None, sys.stdout):
+                assert self.file is not None
+                self.file.close()
+            self.file = None
+            if maillog_file in ("-", "/dev/stdout"):
+                self.file = sys.stdout
+            elif maillog_file:
+                self.file = open(maillog_file, "a", buffering=1, encoding="utf-8")
+            self.stderr = sys.stderr if to_stderr and self.file is not sys.stdout else None
+            if syslog_facility:
+                self.facility = _FACILITIES.get(syslog_facility.lower(), syslog.LOG_MAIL)
+                syslog.openlog(self.tag, syslog.LOG_PID, self.facility)
+            else:
+                self.facility = None
+
+    def emit(self, component: str, text: str, priority: int = syslog.LOG_INFO) -> None:
+        line = f"{self.tag}/{component}[{os.getpid()}]: {text}"
+        with self._lock:
+            if self.stderr is not None:
+                self.stderr.write(line + "\n")
+                self.stderr.flush()
+            if self.file is not None:
+                stamp = time.strftime("%b %e %H:%M:%S", time.localtime())
+                self.file.write(f"{stamp} {self.host} {line}\n")
+                self.file.flush()
+            if self.facility is not None:
+                syslog.syslog(self.facility | priority, f"{component}: {text}")
+
+    def info(self, component: str, text: str) -> None:
+        self.emit(component, text)
+
+    def warning(self, component: str, text: str) -> None:
+        self.emit(component, "warning: " + text, syslog.LOG_WARNING)
+
+    def error(self, component: str, text: str) -> None:
+        self.emit(component, "error: " + text, syslog.LOG_ERR)
+
+    def fatal(self, component: str, text: str) -> None:
+        self.emit(component, "fatal: " + text, syslog.LOG_CRIT)
+
+
+log = Logger()

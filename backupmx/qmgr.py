@@ -1,0 +1,407 @@
+"""Scheduling: next attempt, backoff, per-destination concurrency, flush, expiry.
+
+The queue manager keeps every open envelope in memory (content stays on disk)
+and a timer heap of next attempts, so it wakes exactly when a message is due
+rather than scanning the queue.  An attempt groups a message's open recipients
+by destination domain; each group goes through one next-hop decision and one
+SMTP transaction.  Results are persisted before the next attempt is planned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from backupmx import bounce
+from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
+from backupmx.log import log
+from backupmx.queue.ids import new_id
+from backupmx.smtp.client import ClientSettings, ConnectionPool, RcptResult, deliver
+from backupmx.smtp.nexthop import NextHop, RouteError, parse_nexthop, parse_transport, servers_for
+
+if TYPE_CHECKING:
+    from backupmx.server import Server
+    from backupmx.services import Services
+
+_SITE_FAILURES = ("connect to ", "lost connection", "conversation with", "host ")
+
+
+def backoff(now: float, arrival: float, minimal: float, maximal: float) -> float:
+    """Postfix's delay: time in queue, clamped (roughly doubling intervals)."""
+    return min(max(now - arrival, minimal), maximal)
+
+
+def _dsn_status(reply: str, default: str) -> str:
+    for word in reply.split():
+        parts = word.split(".")
+        if len(parts) == 3 and all(p.isdigit() for p in parts) and parts[0] in "245":
+            return word
+    return default
+
+
+@dataclass
+class Dead:
+    until: float
+    reason: str
+
+
+class Qmgr:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.msgs: dict[str, Envelope] = {}
+        self.active: set[str] = set()
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._dest_sem: dict[str, asyncio.Semaphore] = {}
+        self._dead: dict[str, Dead] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flush_waiters: list[tuple[set[str], asyncio.Future[None]]] = []
+        self.pool = ConnectionPool()
+        self.stats: dict[str, int] = defaultdict(int)
+        self._stopping = False
+
+    @property
+    def svc(self) -> Services:
+        return self.server.svc
+
+    # --- entry points --------------------------------------------------------
+    def load(self, envs: list[Envelope]) -> None:
+        now = time.time()
+        for env in envs:
+            self.msgs[env.id] = env
+            if not env.hold:
+                self._schedule(env, self._due(env, now))
+
+    def submit(self, env: Envelope) -> None:
+        """A message just became durable: try it at once."""
+        self.msgs[env.id] = env
+        self._schedule(env, 0.0)
+
+    def flush(self, domain: str | None = None) -> asyncio.Future[None]:
+        """Attempt delivery now of everything, or of one domain's mail.
+
+        Returns a future that is done when that round of attempts has ended.
+        """
+        d = domain.lower() if domain else None
+        if d:
+            self._dead.pop(d, None)
+        else:
+            self._dead.clear()
+        ids: set[str] = set()
+        for env in self.msgs.values():
+            if env.hold:
+                continue
+            if d is None or any(r.domain == d for r in env.open_recipients):
+                ids.add(env.id)
+                for r in env.open_recipients:
+                    r.next_attempt = None
+                if env.id not in self.active:
+                    self._schedule(env, 0.0)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending = ids & (set(self.msgs) | self.active)
+        if not pending:
+            fut.set_result(None)
+        else:
+            self._flush_waiters.append((pending, fut))
+        what = f"of {d}" if d else "of all mail"
+        log.info("qmgr", f"flush {what} requested: {len(ids)} messages")
+        return fut
+
+    def hold(self, qid: str) -> bool:
+        env = self.msgs.get(qid)
+        if env is None:
+            return False
+        env.hold = True
+        self.server.spool.set_hold(qid, True)
+        log.info("qmgr", f"{qid}: placed on hold")
+        return True
+
+    def release(self, qid: str) -> bool:
+        env = self.msgs.get(qid)
+        if env is None or not env.hold:
+            return False
+        env.hold = False
+        self.server.spool.set_hold(qid, False)
+        self._schedule(env, 0.0)
+        log.info("qmgr", f"{qid}: released from hold")
+        return True
+
+    def delete(self, qid: str) -> bool:
+        if qid not in self.msgs:
+            return False
+        self.msgs.pop(qid)
+        self.server.spool.delete(qid)
+        log.info("qmgr", f"{qid}: removed (deleted by the administrator)")
+        self._done_waiting(qid)
+        return True
+
+    # --- the loop ----------------------------------------------------------------
+    def _due(self, env: Envelope, now: float) -> float:
+        times = [r.next_attempt for r in env.open_recipients if r.next_attempt is not None]
+        return min(times) if times else now
+
+    def _schedule(self, env: Envelope, when: float) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), env.id))
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            now = time.time()
+            while self._heap and self._heap[0][0] <= now:
+                _, _, qid = heapq.heappop(self._heap)
+                env = self.msgs.get(qid)
+                if env is None or env.hold or qid in self.active:
+                    continue
+                if self._due(env, now) > now + 0.001:
+                    continue  # a stale timer; the real one is still in the heap
+                self.active.add(qid)
+                task = asyncio.create_task(self._attempt(env))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            timeout = self._heap[0][0] - now if self._heap else self.svc.cfg.time("queue_run_delay")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, timeout))
+            except TimeoutError:
+                pass
+
+    async def stop(self, grace: float) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+        await self.pool.close_all()
+
+    # --- one attempt ------------------------------------------------------------------
+    async def _attempt(self, env: Envelope) -> None:
+        try:
+            await self._attempt_inner(env)
+        except Exception as e:
+            log.error("qmgr", f"{env.id}: delivery attempt failed: {type(e).__name__}: {e}")
+            now = time.time()
+            for r in env.open_recipients:
+                r.next_attempt = now + self.svc.cfg.time("minimal_backoff_time")
+            if env.id in self.msgs:
+                self._schedule(env, self._due(env, now))
+        finally:
+            self.active.discard(env.id)
+            self._done_waiting(env.id)
+
+    def _done_waiting(self, qid: str) -> None:
+        keep = []
+        for ids, fut in self._flush_waiters:
+            ids.discard(qid)
+            if ids:
+                keep.append((ids, fut))
+            elif not fut.done():
+                fut.set_result(None)
+        self._flush_waiters = keep
+
+    async def _attempt_inner(self, env: Envelope) -> None:
+        svc = self.svc
+        cfg = svc.cfg
+        try:
+            content = self.server.spool.content(env.id)
+        except KeyError:
+            self.msgs.pop(env.id, None)
+            return
+        groups: dict[str, list[Recipient]] = defaultdict(list)
+        for r in env.open_recipients:
+            groups[r.domain].append(r)
+        results: list[tuple[Recipient, RcptResult]] = []
+
+        async def one(domain: str, rcpts: list[Recipient]) -> None:
+            sem = self._dest_sem.setdefault(
+                domain, asyncio.Semaphore(cfg.int("default_destination_concurrency_limit"))
+            )
+            async with sem:
+                res = await self._deliver_group(env, domain, rcpts, content)
+            by_addr = {x.address: x for x in res}
+            for r in rcpts:
+                results.append((r, by_addr[r.address]))
+
+        await asyncio.gather(*(one(d, rs) for d, rs in groups.items()))
+        await self._apply(env, results, content)
+
+    def _nexthop_for(self, svc: Services, rcpt: Recipient) -> tuple[str, NextHop | str | None]:
+        """transport_maps, then relayhost, then the recipient domain (None)."""
+        cfg = svc.cfg
+        relayhost = cfg.list("relayhost")
+        keys = [rcpt.address.lower(), rcpt.domain]
+        labels = rcpt.domain.split(".")
+        keys += [".".join(labels[i:]) for i in range(1, len(labels))]
+        keys += ["." + ".".join(labels[i:]) for i in range(1, len(labels))]
+        keys.append("*")
+        for spec in cfg.list("transport_maps"):
+            table = svc.maps.get(spec)
+            for k in keys:
+                value = table.lookup(k)
+                if value is not None:
+                    transport, hop = parse_transport(value)
+                    if transport in ("", "smtp", "relay") and hop is None and relayhost:
+                        return transport, parse_nexthop(relayhost[0])
+                    return transport, hop
+        return "smtp", parse_nexthop(relayhost[0]) if relayhost else None
+
+    async def _deliver_group(
+        self, env: Envelope, domain: str, rcpts: list[Recipient], content: bytes
+    ) -> list[RcptResult]:
+        svc = self.svc
+        cfg = svc.cfg
+        now = time.time()
+
+        def all_(kind: str, status: str, text: str) -> list[RcptResult]:
+            return [RcptResult(r.address, kind, text, status, "none", None) for r in rcpts]
+
+        dead = self._dead.get(domain)
+        if dead and dead.until > now:
+            return all_(DEFERRED, "4.4.1", f"delivery temporarily suspended: {dead.reason}")
+        try:
+            transport, hop = self._nexthop_for(svc, rcpts[0])
+        except Exception as e:
+            return all_(DEFERRED, "4.3.0", f"transport_maps lookup failure: {e}")
+        if transport == "error":
+            return all_(BOUNCED, "5.0.0", str(hop or "mail for this destination is refused"))
+        if transport == "retry":
+            return all_(DEFERRED, "4.0.0", str(hop or "delivery deferred by transport_maps"))
+        if transport == "discard":
+            return all_(DELIVERED, "2.0.0", "discarded by transport_maps")
+        assert not isinstance(hop, str)
+        try:
+            servers = await servers_for(
+                domain,
+                hop,
+                resolver=svc.resolver,
+                port=self.server.smtp_port(),
+                is_myself=lambda ip, port: svc.is_own_ip(ip),
+                mx_address_limit=cfg.int("smtp_mx_address_limit"),
+            )
+        except RouteError as e:
+            return all_(BOUNCED if e.permanent else DEFERRED, e.status, e.text)
+        res = await deliver(
+            servers, env.sender, rcpts, content, env=env, settings=self.client_settings(),
+            pool=self.pool,
+        )
+        if res and all(x.kind == DEFERRED for x in res) and all(
+            x.reply.startswith(_SITE_FAILURES[:3]) for x in res
+        ):
+            self._dead[domain] = Dead(now + cfg.time("minimal_backoff_time"), res[0].reply)
+        else:
+            self._dead.pop(domain, None)
+        return res
+
+    def client_settings(self) -> ClientSettings:
+        cfg = self.svc.cfg
+        bind = cfg.str("smtp_bind_address")
+        return ClientSettings(
+            helo_name=cfg.str("smtp_helo_name"),
+            bind_address=bind or None,
+            connect_timeout=cfg.time("smtp_connect_timeout"),
+            helo_timeout=cfg.time("smtp_helo_timeout"),
+            mail_timeout=cfg.time("smtp_mail_timeout"),
+            rcpt_timeout=cfg.time("smtp_rcpt_timeout"),
+            data_init_timeout=cfg.time("smtp_data_init_timeout"),
+            data_xfer_timeout=cfg.time("smtp_data_xfer_timeout"),
+            data_done_timeout=cfg.time("smtp_data_done_timeout"),
+            tls_level=cfg.str("smtp_tls_security_level") or "may",
+            rset_timeout=cfg.time("smtp_rset_timeout"),
+            starttls_timeout=cfg.time("smtp_starttls_timeout"),
+            recipient_limit=cfg.int("smtp_destination_recipient_limit"),
+            tls_cafile=cfg.str("smtp_tls_CAfile") or None,
+            line_length_limit=cfg.int("smtp_line_length_limit"),
+        )
+
+    async def _apply(
+        self, env: Envelope, results: list[tuple[Recipient, RcptResult]], content: bytes
+    ) -> None:
+        cfg = self.svc.cfg
+        now = time.time()
+        failures: list[bounce.Failure] = []
+        for r, res in results:
+            r.attempts += 1
+            r.last_reply = res.reply
+            r.state = res.kind
+            r.next_attempt = None
+            self.stats[res.kind] += 1
+            env.history.append(
+                {"time": now, "recipient": r.address, "result": res.kind, "relay": res.relay,
+                 "reply": res.reply}
+            )
+            if res.kind == BOUNCED:
+                failures.append(
+                    bounce.Failure(r, res.status, res.diagnostic or f"X-Backupmx; {res.reply}",
+                                   _remote(res.relay), res.reply)
+                )
+        deferred = [r for r, res in results if r.state == DEFERRED]
+        if deferred:
+            lifetime = cfg.time(
+                "bounce_queue_lifetime" if env.sender == "" else "maximal_queue_lifetime"
+            )
+            if now >= env.arrival + lifetime:
+                log.info(
+                    "qmgr", f"{env.id}: from=<{env.sender}>, status=expired, returned to sender"
+                )
+                by_addr = {r.address: res for r, res in results}
+                for r in deferred:
+                    r.state = BOUNCED
+                    res = by_addr[r.address]
+                    failures.append(
+                        bounce.Failure(r, _dsn_status(res.reply, "4.4.7"),
+                                       res.diagnostic or f"X-Backupmx; {res.reply}",
+                                       _remote(res.relay), res.reply)
+                    )
+            else:
+                when = now + backoff(
+                    now, env.arrival, cfg.time("minimal_backoff_time"),
+                    cfg.time("maximal_backoff_time"),
+                )
+                for r in deferred:
+                    r.next_attempt = when
+        if failures:
+            await self._notify_sender(env, failures, content, now)
+        if env.done:
+            self.msgs.pop(env.id, None)
+            await self.server.spool.remove(env.id)
+            log.info("qmgr", f"{env.id}: removed")
+        else:
+            await self.server.spool.update(env)
+            if env.id in self.msgs and not env.hold:
+                self._schedule(env, self._due(env, now))
+
+    async def _notify_sender(
+        self, env: Envelope, failures: list[bounce.Failure], content: bytes, now: float
+    ) -> None:
+        """A DSN to the sender; never to the null sender (no bounce of a bounce)."""
+        cfg = self.svc.cfg
+        wanted = [f for f in failures if bounce.should_notify(env, f.recipient, "failed")]
+        if not wanted:
+            if env.sender == "":
+                log.info("qmgr", f"{env.id}: undeliverable bounce discarded (null sender)")
+            return
+        dsn = bounce.make_dsn(
+            env, wanted, content, myhostname=cfg.str("myhostname"), kind="failed", now=now,
+            bounce_size_limit=cfg.int("bounce_size_limit"),
+        )
+        notice = Envelope(
+            id=new_id(), sender="", recipients=[Recipient(env.sender)], arrival=now,
+            size=len(dsn),
+        )
+        await self.server.spool.commit(notice, dsn)
+        log.info("bounce", f"{env.id}: sender non-delivery notification: {notice.id}")
+        self.submit(notice)
+
+
+def _remote(relay: str) -> str | None:
+    if relay in ("", "none"):
+        return None
+    return relay.split("[", 1)[0]

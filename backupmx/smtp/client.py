@@ -1,0 +1,276 @@
+"""Deliver one message to a list of servers, with a result for every recipient.
+
+The per-stage rules are Postfix's: a soft failure at a server that is not the
+last one to try moves on to the next; a 5xx to RCPT bounces that recipient, a 4xx
+keeps it for the next server; nothing counts as delivered without a 2xx to the
+final dot, and every failure to talk is transient.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
+from backupmx.log import log
+from backupmx.smtp.nexthop import Server
+from backupmx.smtp.session import (
+    ClientSettings,
+    Connection,
+    ConnectionPool,
+    SessionFailure,
+)
+from backupmx.smtp.wire import (
+    encode_content,
+    mail_options,
+    one_line,
+    rcpt_options,
+    said,
+    size_limit,
+    status_of,
+)
+
+__all__ = ["ClientSettings", "Connection", "ConnectionPool", "RcptResult", "deliver"]
+
+_LOG_STATUS = {DELIVERED: "sent", DEFERRED: "deferred", BOUNCED: "bounced"}
+
+
+@dataclass
+class RcptResult:
+    """What became of one recipient in this attempt.
+
+    ``reply`` is the Postfix reason text (for a delivery: the server's reply),
+    ``diagnostic`` the server's reply for a DSN (``smtp; ...``) when there was one.
+    """
+
+    address: str
+    kind: str  # delivered | deferred | bounced
+    reply: str
+    status: str
+    relay: str
+    diagnostic: str | None = None
+
+
+def _relay(server: Server) -> str:
+    return f"{server.name}:{server.port}"
+
+
+def _from_failure(rcpt: Recipient, server: Server, failure: SessionFailure) -> RcptResult:
+    kind = BOUNCED if failure.permanent else DEFERRED
+    return RcptResult(
+        rcpt.address, kind, failure.text, failure.status, _relay(server), failure.diagnostic
+    )
+
+
+def _from_reply(
+    rcpt: Recipient, server: Server, code: int, message: str, command: str
+) -> RcptResult:
+    """A per-recipient result from a server reply; a non-5xx failure is transient."""
+    status = status_of(code, message)
+    if code // 100 == 2:
+        kind, text = DELIVERED, one_line(code, message)
+    else:
+        kind, text = (BOUNCED if code // 100 == 5 else DEFERRED), said(
+            server.name, code, message, command
+        )
+    return RcptResult(
+        rcpt.address, kind, text, status, _relay(server), f"smtp; {one_line(code, message)}"
+    )
+
+
+class _Attempt:
+    """One message's walk over the server list; ``done`` maps recipient index to result."""
+
+    def __init__(
+        self,
+        sender: str,
+        recipients: list[Recipient],
+        content: bytes,
+        env: Envelope,
+        settings: ClientSettings,
+        pool: ConnectionPool | None,
+    ) -> None:
+        self.sender = sender
+        self.recipients = recipients
+        self.content = content
+        self.env = env
+        self.settings = settings
+        self.pool = pool
+        self.done: dict[int, RcptResult] = {}
+
+    async def run(self, servers: list[Server]) -> list[RcptResult]:
+        todo = list(range(len(self.recipients)))
+        sessions = 0
+        for n, server in enumerate(servers):
+            final = n == len(servers) - 1 or sessions + 1 >= self.settings.mx_session_limit
+            soft, greeted = await self._session(server, todo)
+            sessions += greeted
+            if final or not soft:
+                break
+            # Soft results at a non-final server are only a reason to try the next one.
+            for i in soft:
+                del self.done[i]
+            todo = soft
+        return [self.done[i] for i in range(len(self.recipients))]
+
+    async def _session(self, server: Server, todo: list[int]) -> tuple[list[int], bool]:
+        """Deliver ``todo`` through one server; returns the softly failed and "greeted"."""
+        conn = await self.pool.get(server) if self.pool else None
+        greeted = True
+        try:
+            if conn is None:
+                conn = await Connection.open(server, self.settings)
+            limit = max(1, self.settings.recipient_limit)
+            for start in range(0, len(todo), limit):
+                await self._transaction(conn, server, todo[start : start + limit])
+        except SessionFailure as failure:
+            greeted = failure.greeted
+            if conn is not None:
+                conn.close()
+            self._fail_open(todo, server, failure)
+            if not failure.permanent:
+                log.info("smtp", f"{self.env.id}: {failure.text}")
+        except Exception as e:  # a bug or surprise must never lose or bounce mail
+            if conn is not None:
+                conn.close()
+            self._fail_open(
+                todo, server,
+                SessionFailure(False, "4.3.0", f"delivery via {server.name} failed: {e!r}"),
+            )
+        else:
+            if self.pool is not None:
+                self.pool.put(conn)
+            else:
+                conn.quit()
+        return [i for i in todo if self.done[i].kind == DEFERRED], greeted
+
+    def _fail_open(self, todo: list[int], server: Server, failure: SessionFailure) -> None:
+        for i in todo:
+            if i not in self.done:
+                self.done[i] = _from_failure(self.recipients[i], server, failure)
+
+    async def _transaction(self, conn: Connection, server: Server, batch: list[int]) -> None:
+        """MAIL, RCPT for each of ``batch``, DATA; results go to ``self.done``."""
+        ext, name = conn.extensions, server.name
+        limit = size_limit(ext)
+        if limit and len(self.content) > limit:
+            raise SessionFailure(
+                True, "5.3.4",
+                f"message size {len(self.content)} exceeds size limit {limit} of server {name}",
+            )
+        if "smtputf8" not in ext and self.env.smtputf8 and not self._ascii(batch):
+            raise SessionFailure(
+                True, "5.6.7", f"SMTPUTF8 is required, but was not offered by host {name}"
+            )
+        resp = await conn.mail(self.sender, mail_options(self.env, len(self.content), ext))
+        if resp.code // 100 != 2:
+            # MAIL 5xx bounces everything still open here; 4xx and garbage are soft.
+            raise SessionFailure(
+                resp.code // 100 == 5,
+                status_of(resp.code, resp.message),
+                said(name, resp.code, resp.message, "MAIL FROM"),
+                f"smtp; {one_line(resp.code, resp.message)}",
+            )
+        accepted = []
+        for i in batch:
+            rcpt = self.recipients[i]
+            resp = await conn.rcpt(rcpt.address, rcpt_options(rcpt, ext))
+            if resp.code == 421:
+                raise self._reply_failure(server, resp.code, resp.message, "RCPT TO")
+            if resp.code // 100 == 2:
+                accepted.append(i)
+            else:
+                self.done[i] = _from_reply(rcpt, server, resp.code, resp.message, "RCPT TO")
+        if not accepted:
+            await self._reset(conn)
+            return
+        resp = await conn.data()
+        if resp.code != 354:
+            self._data_failed(conn, server, accepted, resp.code, resp.message, "DATA")
+            await self._reset(conn)
+            return
+        resp = await conn.send_body(encode_content(self.content, self.settings.line_length_limit))
+        if resp.code // 100 == 2:
+            for i in accepted:
+                self.done[i] = _from_reply(
+                    self.recipients[i], server, resp.code, resp.message, "end of DATA"
+                )
+            return
+        self._data_failed(conn, server, accepted, resp.code, resp.message, "end of DATA")
+
+    def _data_failed(
+        self, conn: Connection, server: Server, accepted: list[int], code: int, message: str,
+        command: str,
+    ) -> None:
+        """5xx bounces the accepted recipients; anything else is soft for the session."""
+        if code // 100 != 5:
+            raise self._reply_failure(server, code, message, command)
+        for i in accepted:
+            self.done[i] = _from_reply(self.recipients[i], server, code, message, command)
+
+    @staticmethod
+    def _reply_failure(server: Server, code: int, message: str, command: str) -> SessionFailure:
+        return SessionFailure(
+            False,
+            "4" + status_of(code, message)[1:],
+            said(server.name, code, message, command),
+            f"smtp; {one_line(code, message)}",
+        )
+
+    @staticmethod
+    async def _reset(conn: Connection) -> None:
+        resp = await conn.rset()
+        if resp.code != 250:
+            conn.close()
+            raise SessionFailure(False, "4.4.2", f"host {conn.server.name} refused RSET: "
+                                 f"{one_line(resp.code, resp.message)}")
+
+    def _ascii(self, batch: list[int]) -> bool:
+        addrs = [self.sender, *(self.recipients[i].address for i in batch)]
+        return all(a.isascii() for a in addrs)
+
+
+def _delay(env: Envelope) -> str:
+    """Postfix's delay= format: two significant digits, at most two decimals."""
+    d = max(0.0, time.time() - env.arrival)
+    if d >= 10:
+        return str(round(d))
+    return f"{d:.{1 if d >= 1 else 2}f}".rstrip("0").rstrip(".") or "0"
+
+
+async def deliver(
+    servers: list[Server],
+    sender: str,
+    recipients: list[Recipient],
+    content: bytes,
+    *,
+    env: Envelope,
+    settings: ClientSettings,
+    pool: ConnectionPool | None = None,
+) -> list[RcptResult]:
+    """Try ``servers`` in order; one result per recipient, in the recipients' order."""
+    if not recipients:
+        return []
+    if servers:
+        attempt = _Attempt(sender, recipients, content, env, settings, pool)
+        try:
+            results = await attempt.run(servers)
+        except Exception as e:  # never lose mail to a bug: defer what has no result yet
+            results = [
+                attempt.done.get(i)
+                or RcptResult(r.address, DEFERRED, f"delivery failed: {e!r}", "4.3.0", "none")
+                for i, r in enumerate(recipients)
+            ]
+    else:
+        results = [
+            RcptResult(r.address, DEFERRED, "no mail servers to deliver to", "4.4.4", "none")
+            for r in recipients
+        ]
+    delay = _delay(env)
+    for r in results:
+        log.info(
+            "smtp",
+            f"{env.id}: to=<{r.address}>, relay={r.relay}, delay={delay}, dsn={r.status}, "
+            f"status={_LOG_STATUS[r.kind]} ({r.reply})",
+        )
+    return results

@@ -1,0 +1,423 @@
+"""One SMTP session to one server, and a pool that lets messages share sessions.
+
+aiosmtplib does the protocol; this module adds what a relay needs on top: a
+timeout per stage, Postfix's wording for every way a session can fail, and a
+message body sent byte for byte with the exact moment the final dot left us
+known, so that a failure after it is never taken for "not delivered" nor for
+"delivered".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import cast
+
+import aiosmtplib
+from aiosmtplib.response import SMTPResponse
+
+from backupmx.log import log
+from backupmx.smtp.nexthop import Server
+from backupmx.smtp.wire import one_line, status_of
+
+_POLL = 0.05  # how often the body transfer checks that the peer keeps reading
+END_OF_DATA = "sending end of data -- message may be sent more than once"
+
+
+@dataclass
+class ClientSettings:
+    """The smtp_* parameters of one delivery attempt (Postfix defaults)."""
+
+    helo_name: str
+    bind_address: str | None = None
+    connect_timeout: float = 30.0
+    helo_timeout: float = 300.0
+    mail_timeout: float = 300.0
+    rcpt_timeout: float = 300.0
+    data_init_timeout: float = 120.0
+    data_xfer_timeout: float = 180.0
+    data_done_timeout: float = 600.0
+    tls_level: str = "none"  # none | may | encrypt | verify (others: see tls_level())
+    tls_cafile: str | None = None
+    line_length_limit: int = 998
+    rset_timeout: float = 20.0
+    starttls_timeout: float = 300.0
+    recipient_limit: int = 50
+    mx_session_limit: int = 2
+
+
+# Postfix levels this client has no machinery for, mapped to the nearest level that
+# is at least as strict about what it requires (DANE without DNSSEC is opportunistic).
+_LEVEL_ALIASES = {"": "none", "dane": "may", "dane-only": "verify", "fingerprint": "verify",
+                  "secure": "verify"}
+
+
+def tls_level(level: str) -> str:
+    """smtp_tls_security_level as one of none, may, encrypt, verify."""
+    level = level.strip().lower()
+    return _LEVEL_ALIASES.get(level, level)
+
+
+class SessionFailure(Exception):
+    """The session cannot go on; every recipient still open gets this result.
+
+    ``greeted`` tells whether the server had sent its 220 greeting, which is what
+    counts against smtp_mx_session_limit.
+    """
+
+    def __init__(
+        self,
+        permanent: bool,
+        status: str,
+        text: str,
+        diagnostic: str | None = None,
+        greeted: bool = True,
+    ) -> None:
+        super().__init__(text)
+        self.permanent = permanent
+        self.status = status
+        self.text = text
+        self.diagnostic = diagnostic
+        self.greeted = greeted
+
+
+def soft(status: str) -> str:
+    """A status as transient: a 5xx that is handled softly must not read as final."""
+    return "4" + status[1:]
+
+
+def _strerror(err: OSError) -> str:
+    if isinstance(err, TimeoutError):
+        return "Connection timed out"
+    if err.errno:
+        return os.strerror(err.errno)  # asyncio's own wording names no cause
+    return str(err) or type(err).__name__
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(level: str, cafile: str | None) -> ssl.SSLContext:
+    """``verify`` checks the chain and the MX host name; ``may``/``encrypt`` only encrypt."""
+    if level == "verify":
+        return ssl.create_default_context(cafile=cafile)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class _TlsHandshakeFailed(Exception):
+    """STARTTLS was accepted but no TLS session came of it; the socket is gone."""
+
+
+class Connection:
+    """An open SMTP session, after greeting, EHLO/HELO and STARTTLS as configured."""
+
+    def __init__(self, server: Server, smtp: aiosmtplib.SMTP, settings: ClientSettings) -> None:
+        self.server = server
+        self.settings = settings
+        self.opened = time.monotonic()
+        self._smtp = smtp
+
+    @property
+    def extensions(self) -> dict[str, str]:
+        return self._smtp.esmtp_extensions
+
+    @property
+    def connected(self) -> bool:
+        return self._smtp.is_connected
+
+    @classmethod
+    async def open(cls, server: Server, settings: ClientSettings) -> Connection:
+        """Connect and say hello; :class:`SessionFailure` when that fails.
+
+        With ``tls_level = may`` a failed TLS handshake is retried once in plain
+        text on a new connection, as Postfix does, so a broken TLS stack at the
+        primary does not stop the mail.
+        """
+        level = tls_level(settings.tls_level)
+        try:
+            return await cls._open(server, settings, level != "none")
+        except _TlsHandshakeFailed as e:
+            if level != "may":
+                raise SessionFailure(
+                    False, "4.7.5", f"Cannot start TLS: handshake failure with {server.name}"
+                ) from e
+        return await cls._open(server, settings, False)
+
+    @classmethod
+    async def _open(cls, server: Server, settings: ClientSettings, use_tls: bool) -> Connection:
+        sock = await _connect(server, settings)
+        smtp = aiosmtplib.SMTP(
+            sock=sock,
+            local_hostname=settings.helo_name,
+            timeout=settings.helo_timeout,
+            start_tls=False,
+        )
+        stage = "receiving the initial server greeting"
+        try:
+            await smtp.connect()
+        except aiosmtplib.SMTPConnectResponseError as e:
+            smtp.close()
+            # smtp_skip_5xx_greeting: a 5xx greeting is soft, another MX may take it.
+            raise SessionFailure(
+                False,
+                soft(status_of(e.code, e.message)),
+                f"host {server.name} refused to talk to me: {one_line(e.code, e.message)}",
+                f"smtp; {one_line(e.code, e.message)}",
+                greeted=False,
+            ) from e
+        except Exception as e:
+            smtp.close()
+            failure = _failure(server, stage, e)
+            failure.greeted = False
+            raise failure from e
+        conn = cls(server, smtp, settings)
+        try:
+            await conn._hello()
+            if use_tls:
+                await conn._starttls()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _hello(self) -> None:
+        """EHLO, falling back to HELO when EHLO is rejected with anything but 421."""
+        name, timeout = self.settings.helo_name, self.settings.helo_timeout
+        resp = await self._command("performing the EHLO handshake", timeout, b"EHLO", name.encode())
+        if resp.code == 250:
+            self._smtp.last_ehlo_response = resp  # aiosmtplib parses the extensions
+            return
+        if resp.code != 421:
+            resp = await self._command(
+                "performing the HELO handshake", timeout, b"HELO", name.encode()
+            )
+            if resp.code == 250:
+                self._smtp.last_helo_response = resp
+                return
+        text = f"host {self.server.name} refused to talk to me: {one_line(resp.code, resp.message)}"
+        status = status_of(resp.code, resp.message)
+        permanent = resp.code // 100 == 5
+        raise SessionFailure(permanent, status, text, f"smtp; {one_line(resp.code, resp.message)}")
+
+    async def _starttls(self) -> None:
+        level, name = tls_level(self.settings.tls_level), self.server.name
+        if "starttls" not in self.extensions:
+            if level == "may":
+                return
+            raise SessionFailure(
+                False, "4.7.4", f"TLS is required, but was not offered by host {name}"
+            )
+        try:
+            await self._smtp.starttls(
+                server_hostname=self.server.host,
+                tls_context=_tls_context(level, self.settings.tls_cafile),
+                timeout=self.settings.starttls_timeout,
+            )
+        except aiosmtplib.SMTPResponseException as e:
+            if e.code < 0:
+                self.close()
+                raise _failure(self.server, "sending STARTTLS", e) from e
+            reply = one_line(e.code, e.message)
+            if level == "may" and e.code != 421:
+                return  # refused: carry on in plain text on this session
+            self.close()
+            raise SessionFailure(
+                False,
+                "4.7.4" if e.code != 421 else status_of(e.code, e.message),
+                f"TLS is required, but host {name} refused to start TLS: {reply}",
+                f"smtp; {reply}",
+            ) from e
+        except (ssl.SSLError, OSError, aiosmtplib.SMTPException) as e:
+            self.close()
+            raise _TlsHandshakeFailed() from e
+        cipher = self._smtp.get_transport_info("cipher") or ("unknown", "TLS", 0)
+        trust = "Verified" if level == "verify" else "Untrusted"
+        log.info("smtp", f"{trust} TLS connection established to {name}:{self.server.port}: "
+                 f"{cipher[1]} with cipher {cipher[0]} ({cipher[2]}/{cipher[2]} bits)")
+        await self._hello()
+
+    async def _command(self, stage: str, timeout: float, *args: bytes) -> SMTPResponse:
+        """One command and its reply; a lost or silent peer becomes a SessionFailure."""
+        try:
+            resp = await self._smtp.execute_command(*args, timeout=timeout)
+        except Exception as e:
+            self.close()
+            raise _failure(self.server, stage, e) from e
+        return resp
+
+    async def mail(self, sender: str, options: list[str]) -> SMTPResponse:
+        arg = b"FROM:<" + sender.encode("utf-8") + b">"
+        return await self._command(
+            "sending MAIL FROM", self.settings.mail_timeout, b"MAIL", arg,
+            *(o.encode("utf-8") for o in options),
+        )
+
+    async def rcpt(self, address: str, options: list[str]) -> SMTPResponse:
+        arg = b"TO:<" + address.encode("utf-8") + b">"
+        return await self._command(
+            "sending RCPT TO", self.settings.rcpt_timeout, b"RCPT", arg,
+            *(o.encode("utf-8") for o in options),
+        )
+
+    async def data(self) -> SMTPResponse:
+        return await self._command("sending DATA command", self.settings.data_init_timeout, b"DATA")
+
+    async def rset(self) -> SMTPResponse:
+        return await self._command("sending RSET", self.settings.rset_timeout, b"RSET")
+
+    async def send_body(self, data: bytes) -> SMTPResponse:
+        """Write the encoded content (final dot included) and wait for the reply.
+
+        The peer must keep taking bytes (data_xfer_timeout without progress is a
+        timeout "while sending message body"); once our buffer is empty the final
+        dot is out and any failure is "while sending end of data -- message may be
+        sent more than once", which the caller must treat as deferred.
+        """
+        proto, transport = self._smtp.protocol, self._smtp.transport
+        stage = "sending message body"
+        try:
+            if proto is None or transport is None:
+                raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+            out = cast(asyncio.WriteTransport, transport)
+            proto.write(data)
+            # Started before this coroutine yields, so a quick reply is not missed.
+            reply = asyncio.ensure_future(proto.read_response())
+            try:
+                # A transport that closes drops its buffer: "empty" only counts while open.
+                left, idle = out.get_write_buffer_size(), 0.0
+                while left and not reply.done() and not out.is_closing():
+                    await asyncio.wait({reply}, timeout=_POLL)
+                    now_left = out.get_write_buffer_size()
+                    idle = 0.0 if now_left < left else idle + _POLL
+                    if idle >= self.settings.data_xfer_timeout:
+                        raise TimeoutError()
+                    left = now_left
+                if not left and not out.is_closing():
+                    stage = END_OF_DATA
+                resp = await asyncio.wait_for(reply, self.settings.data_done_timeout)
+                if stage != END_OF_DATA and resp.code // 100 == 2:
+                    # Not a reply to the final dot, so it cannot mean "delivered".
+                    raise SessionFailure(
+                        False, "4.5.0",
+                        f"host {self.server.name} said {one_line(resp.code, resp.message)} "
+                        "before the end of data was sent",
+                    )
+                return resp
+            finally:
+                if not reply.done():
+                    reply.cancel()
+        except Exception as e:
+            self.close()
+            raise _failure(self.server, stage, e) from e
+
+    def quit(self) -> None:
+        """Say QUIT and hang up without waiting for the reply (smtp_skip_quit_response)."""
+        proto = self._smtp.protocol
+        if proto is not None and proto.is_connected:
+            proto.write(b"QUIT\r\n")
+        self.close()
+
+    def close(self) -> None:
+        self._smtp.close()
+
+
+async def _connect(server: Server, settings: ClientSettings) -> socket.socket:
+    """TCP connect under smtp_connect_timeout, bound to smtp_bind_address if set.
+
+    Done here rather than by aiosmtplib so that the connect and greeting timeouts
+    are separate and the reason names the exact socket error.
+    """
+    family = socket.AF_INET6 if ":" in server.ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        if settings.bind_address:
+            sock.bind((settings.bind_address, 0))
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(
+            loop.sock_connect(sock, (server.ip, server.port)), settings.connect_timeout
+        )
+    except OSError as e:
+        sock.close()
+        raise SessionFailure(
+            False, "4.4.1", f"connect to {server.name}:{server.port}: {_strerror(e)}", greeted=False
+        ) from e
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _failure(server: Server, stage: str, err: BaseException) -> SessionFailure:
+    """Postfix's reason text for a session that broke during ``stage``."""
+    name = server.name
+    if isinstance(err, SessionFailure):
+        return err
+    if isinstance(err, TimeoutError):  # aiosmtplib's timeouts are TimeoutErrors too
+        return SessionFailure(False, "4.4.2", f"conversation with {name} timed out while {stage}")
+    if isinstance(err, aiosmtplib.SMTPResponseException) and err.code < 0:
+        return SessionFailure(False, "4.5.0", f"host {name} sent a malformed reply while {stage}")
+    if isinstance(err, (ConnectionError, OSError, aiosmtplib.SMTPServerDisconnected)):
+        return SessionFailure(False, "4.4.2", f"lost connection with {name} while {stage}")
+    return SessionFailure(
+        False, "4.3.0", f"conversation with {name} failed while {stage}: {err!r}"
+    )
+
+
+class ConnectionPool:
+    """Idle sessions per (ip, port), kept a few seconds for the next message.
+
+    Postfix's connection cache does the same job: a burst of queued mail for the
+    primary goes over one session instead of one per message.
+    """
+
+    def __init__(self, idle_time: float = 5.0, max_age: float = 300.0) -> None:
+        self.idle_time = idle_time
+        self.max_age = max_age
+        self._idle: dict[tuple[str, int], list[tuple[Connection, asyncio.TimerHandle]]] = {}
+
+    async def get(self, server: Server) -> Connection | None:
+        """An idle session to this server that still answers RSET, or None."""
+        entries = self._idle.get((server.ip, server.port), [])
+        while entries:
+            conn, timer = entries.pop()
+            timer.cancel()
+            if not conn.connected:
+                continue
+            try:
+                resp = await conn.rset()
+            except SessionFailure:
+                continue
+            if resp.code == 250:
+                return conn
+            conn.quit()
+        return None
+
+    def put(self, conn: Connection) -> None:
+        """Keep a session whose last transaction ended cleanly, or QUIT it."""
+        if not conn.connected or time.monotonic() - conn.opened > self.max_age:
+            conn.quit()
+            return
+        key = (conn.server.ip, conn.server.port)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.idle_time, self._expire, key, conn)
+        self._idle.setdefault(key, []).append((conn, timer))
+
+    def _expire(self, key: tuple[str, int], conn: Connection) -> None:
+        entries = self._idle.get(key, [])
+        self._idle[key] = [(c, t) for c, t in entries if c is not conn]
+        conn.quit()
+
+    async def close_all(self) -> None:
+        """QUIT every idle session (at shutdown or reload)."""
+        for entries in self._idle.values():
+            for conn, timer in entries:
+                timer.cancel()
+                conn.quit()
+        self._idle.clear()

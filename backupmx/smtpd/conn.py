@@ -1,0 +1,198 @@
+"""One client connection: buffered line reading and batched replies.
+
+Our own asyncio protocol rather than StreamReader, because the session must see
+what is already buffered (pipelining rules, the STARTTLS injection defence),
+read DATA in batches of lines, and flush replies only before it waits for input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+HIGH_WATER = 256 * 1024
+
+
+class Closed(Exception):
+    """The client went away."""
+
+
+class Interrupted(Closed):
+    """The server is shutting down and ended the wait for input."""
+
+
+class Conn(asyncio.Protocol):
+    def __init__(self, start: Callable[[Conn], Coroutine[Any, Any, None]]) -> None:
+        self._start = start
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._paused_reading = False
+        self._out: list[bytes] = []
+        self._skip_line = False
+        self._interrupted = False
+        self.linger = 2.0
+        self.task: asyncio.Task[None] | None = None
+
+    # --- asyncio.Protocol -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.task = asyncio.get_running_loop().create_task(self._start(self))
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) > HIGH_WATER and self.transport and not self._paused_reading:
+            self.transport.pause_reading()
+            self._paused_reading = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self._wake()
+        if self._drain and not self._drain.done():
+            self._drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._drain = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drain and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # --- reading ------------------------------------------------------------
+    async def _more(self, timeout: float) -> None:
+        """Flush replies, then wait for more input (or EOF) up to ``timeout``."""
+        await self.flush()
+        if self.eof:
+            raise Closed()
+        if self._paused_reading and self.transport:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._waiter, timeout)
+        finally:
+            self._waiter = None
+        if self._interrupted:
+            raise Interrupted()
+
+    def interrupt(self, linger: float) -> None:
+        """Make the session's next wait for input end (server shutdown)."""
+        self._interrupted = True
+        self.linger = linger
+        self._wake()
+
+    def pending(self) -> bool:
+        """Is client input already waiting (pipelining detection)?"""
+        return bool(self.buf)
+
+    def discard_input(self) -> None:
+        self.buf.clear()
+        self._skip_line = False
+
+    async def readline(self, limit: int, timeout: float) -> tuple[bytes, bool]:
+        """One command line without its line end, and whether it ended in a bare LF.
+
+        A line longer than ``limit`` is cut there and the rest of it skipped, as
+        Postfix does.  Raises Closed at EOF, TimeoutError on timeout.
+        """
+        while True:
+            if self._skip_line:
+                i = self.buf.find(b"\n")
+                if i < 0:
+                    self.buf.clear()
+                    await self._more(timeout)
+                    continue
+                del self.buf[: i + 1]
+                self._skip_line = False
+            i = self.buf.find(b"\n", 0, limit + 1)
+            if i >= 0:
+                line = bytes(self.buf[:i])
+                del self.buf[: i + 1]
+                if line.endswith(b"\r"):
+                    return line[:-1], False
+                return line, True
+            if len(self.buf) >= limit:
+                line = bytes(self.buf[:limit])
+                del self.buf[:limit]
+                self._skip_line = True
+                return line, False
+            await self._more(timeout)
+
+    async def read_records(self, limit: int, timeout: float) -> list[tuple[bytes, bool, bool]]:
+        """All complete DATA records now buffered (waiting for at least one).
+
+        Each record is (content, bare_lf, complete): ``complete`` is False for a
+        ``limit``-sized piece of a longer line (its continuation follows).
+        CR is never a line end; only the CR right before LF is stripped.
+        """
+        while True:
+            buf = self.buf
+            end = buf.rfind(b"\n")
+            if end >= 0:
+                chunk = bytes(buf[: end + 1])
+                del buf[: end + 1]
+                out: list[tuple[bytes, bool, bool]] = []
+                for raw in chunk.split(b"\n")[:-1]:
+                    if raw.endswith(b"\r"):
+                        content, bare = raw[:-1], False
+                    else:
+                        content, bare = raw, True
+                    while len(content) > limit:
+                        out.append((content[:limit], False, False))
+                        content = content[limit:]
+                    out.append((content, bare, True))
+                return out
+            if len(buf) >= limit:
+                piece = bytes(buf[:limit])
+                del buf[:limit]
+                return [(piece, False, False)]
+            await self._more(timeout)
+
+    # --- writing ------------------------------------------------------------
+    def reply(self, line: str) -> None:
+        self._out.append(line.encode("utf-8", "replace") + b"\r\n")
+
+    async def flush(self) -> None:
+        if self._out and self.transport and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
+        if self._drain is not None:
+            await self._drain
+
+    async def close(self) -> None:
+        """Flush, half-close, and discard input until the client closes too.
+
+        Closing with unread input makes the kernel send a reset, which can
+        destroy the final reply (e.g. 421) before the client reads it.
+        """
+        await self.flush()
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if t.can_write_eof() and not self.eof:
+            t.write_eof()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.linger
+            while not self.eof and loop.time() < deadline:
+                self.buf.clear()
+                try:
+                    await self._more(deadline - loop.time())
+                except (Closed, TimeoutError):
+                    break
+        t.close()

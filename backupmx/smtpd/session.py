@@ -1,0 +1,618 @@
+"""The SMTP server side: protocol, session state and replies; nothing about policy.
+
+Replies follow Postfix (spec/smtp-protocol-limits.md §3).  Policy decisions are
+delegated to the restriction engine; storing to the spool.  A message gets
+``250`` only after the spool reports it durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from backupmx import addr, cleanup
+from backupmx.envelope import Envelope, Recipient
+from backupmx.log import log
+from backupmx.queue.ids import new_id
+from backupmx.queue.store import SpoolError
+from backupmx.reply import Reply
+from backupmx.restrictions.engine import Context, EvalState, evaluate
+from backupmx.smtpd.conn import Closed, Conn, Interrupted
+
+if TYPE_CHECKING:
+    from backupmx.server import Server
+    from backupmx.services import Services
+
+_XTEXT = re.compile(r"^(?:[!-*,-<>-~]|\+[0-9A-F]{2})+$")
+_NOTIFY = {"SUCCESS", "FAILURE", "DELAY"}
+_FORBIDDEN = {"CONNECT", "GET", "POST"}
+_HEADER_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:")
+_COMMANDS = {
+    "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP",
+    "ETRN", "STARTTLS", "AUTH", "BDAT", "EXPN",
+}
+
+
+class Disconnect(Exception):
+    """End the session after the reply already queued."""
+
+
+@dataclass
+class Transaction:
+    sender: str
+    size: int | None = None
+    body: str | None = None
+    smtputf8: bool = False
+    ret: str | None = None
+    envid: str | None = None
+    recipients: list[Recipient] = field(default_factory=list)
+    queue_id: str | None = None
+    rcpt_count: int = 0  # RCPT commands seen, accepted or not
+
+
+class Session:
+    def __init__(self, server: Server, conn: Conn) -> None:
+        self.server = server
+        self.conn = conn
+        assert conn.transport is not None
+        peer = conn.transport.get_extra_info("peername") or ("0.0.0.0", 0)
+        self.ctx = Context(client_ip=str(peer[0]))
+        self.tx: Transaction | None = None
+        self.errors = 0
+        self.counts: dict[str, list[int]] = {}
+        self.last_cmd = "CONNECT"
+        self.in_data = False
+
+    # --- helpers ---------------------------------------------------------------
+    @property
+    def svc(self) -> Services:
+        return self.server.svc
+
+    @property
+    def host(self) -> str:
+        return self.svc.cfg.str("myhostname")
+
+    def _count(self, cmd: str, ok: bool) -> None:
+        c = self.counts.setdefault(cmd.lower(), [0, 0])
+        c[1] += 1
+        if ok:
+            c[0] += 1
+
+    async def send(self, reply: Reply | str) -> None:
+        """Queue a reply; count errors and tarpit once the soft limit is reached."""
+        line = reply.line() if isinstance(reply, Reply) else reply
+        code = line[:1]
+        if code in ("4", "5"):
+            self.errors += 1
+            if self.errors >= self.svc.cfg.int("smtpd_soft_error_limit"):
+                await self.conn.flush()
+                await asyncio.sleep(self.svc.cfg.time("smtpd_error_sleep_time"))
+        self.conn.reply(line)
+
+    def _reject_log(self, stage: str, reply: Reply, rcpt: str | None = None) -> None:
+        qid = self.tx.queue_id if self.tx and self.tx.queue_id else "NOQUEUE"
+        parts = [f"{qid}: reject: {stage} from {self.ctx.client}: {reply.line()};"]
+        if self.tx is not None:
+            parts.append(f"from=<{self.tx.sender}>")
+        if rcpt is not None:
+            parts.append(f"to=<{rcpt}>")
+        parts.append(f"proto={self.ctx.protocol}")
+        if self.ctx.helo:
+            parts.append(f"helo=<{self.ctx.helo}>")
+        log.info("smtpd", " ".join(parts))
+
+    # --- the session loop ----------------------------------------------------------
+    async def run(self) -> None:
+        svc = self.svc
+        cfg = svc.cfg
+        ip = self.ctx.client_ip
+        if cfg.bool("smtpd_peername_lookup"):
+            try:
+                name, status = await asyncio.wait_for(svc.resolver.reverse_name(ip), 10)
+            except TimeoutError:
+                name, status = "unknown", "tempfail"
+            self.ctx.client_name = name
+            self.ctx.client_name_status = status
+            self.ctx.reverse_name = name
+        log.info("smtpd", f"connect from {self.ctx.client}")
+        try:
+            refusal = self.server.anvil_refusal(self)
+            if refusal:
+                log.warning("smtpd", f"{refusal} for {self.ctx.client}")
+                self.conn.reply(f"421 4.7.0 {self.host} Error: {refusal}")
+                return
+            self.conn.reply(f"220 {cfg.str('smtpd_banner')}")
+            await self._loop()
+        except Interrupted:
+            self.conn.reply(f"421 4.3.2 {self.host} Service shutting down, closing connection")
+        except Closed:
+            log.info("smtpd", f"lost connection after {self.last_cmd} from {self.ctx.client}")
+        except TimeoutError:
+            log.info("smtpd", f"timeout after {self.last_cmd} from {self.ctx.client}")
+            self.conn.reply(f"421 4.4.2 {self.host} Error: timeout exceeded")
+        except Disconnect:
+            pass
+        except Exception as e:  # never let one session take the server down
+            log.error("smtpd", f"{type(e).__name__} in session with {self.ctx.client}: {e}")
+            self.conn.reply(f"421 4.3.0 {self.host} Error: internal error, try again later")
+        finally:
+            try:
+                await self.conn.close()
+            except Exception:
+                pass
+            stats = " ".join(
+                f"{k}={v[0]}" if v[0] == v[1] else f"{k}={v[0]}/{v[1]}"
+                for k, v in self.counts.items()
+            )
+            total = sum(v[1] for v in self.counts.values())
+            ok = sum(v[0] for v in self.counts.values())
+            tail = f" commands={ok}" if ok == total else f" commands={ok}/{total}"
+            log.info("smtpd", f"disconnect from {self.ctx.client} {stats}{tail}".replace("  ", " "))
+
+    async def _loop(self) -> None:
+        while True:
+            cfg = self.svc.cfg
+            if self.errors >= cfg.int("smtpd_hard_error_limit"):
+                log.info("smtpd", f"too many errors after {self.last_cmd} from {self.ctx.client}")
+                self.conn.reply(f"421 4.7.0 {self.host} Error: too many errors")
+                return
+            if self.server.stopping:
+                self.conn.reply(f"421 4.3.2 {self.host} Service shutting down, closing connection")
+                return
+            raw, _bare = await self.conn.readline(
+                cfg.int("line_length_limit"), cfg.time("smtpd_timeout")
+            )
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                await self.send("500 5.5.2 Error: bad UTF-8 syntax")
+                continue
+            verb, _, arg = line.strip().partition(" ")
+            cmd = verb.upper()
+            if not cmd:
+                await self.send("500 5.5.2 Error: bad syntax")
+                continue
+            if cmd not in _COMMANDS and (
+                cmd in _FORBIDDEN or not verb[0].isalpha() or _HEADER_LIKE.match(line)
+            ):
+                log.warning("smtpd", f"non-SMTP command from {self.ctx.client}: {line[:100]}")
+                self.conn.reply("221 2.7.0 Error: I can break rules, too. Goodbye.")
+                return
+            handler = getattr(self, "do_" + cmd, None) if cmd in _COMMANDS else None
+            if handler is None:
+                self._count("unknown", False)
+                await self.send("500 5.5.2 Error: command not recognized")
+                continue
+            self.last_cmd = cmd
+            if cmd in ("HELO", "EHLO", "DATA", "NOOP", "VRFY") and self.conn.pending():
+                self.ctx.illegal_pipelining = True
+            ok = await handler(arg.strip())
+            self._count(cmd, bool(ok))
+            if cmd == "QUIT":
+                return
+
+    # --- commands --------------------------------------------------------------
+    async def do_HELO(self, arg: str) -> bool:
+        return await self._helo(arg, esmtp=False)
+
+    async def do_EHLO(self, arg: str) -> bool:
+        return await self._helo(arg, esmtp=True)
+
+    async def _helo(self, arg: str, esmtp: bool) -> bool:
+        if not arg:
+            await self.send(f"501 Syntax: {'EHLO' if esmtp else 'HELO'} hostname")
+            return False
+        cfg = self.svc.cfg
+        self.ctx.helo = " ".join(arg.split())
+        self.ctx.protocol = "ESMTP" if esmtp else "SMTP"
+        self._reset()
+        if not esmtp:
+            await self.send(f"250 {self.host}")
+            return True
+        limit = cfg.int("message_size_limit")
+        caps = [self.host, "PIPELINING", f"SIZE {limit}" if limit else "SIZE"]
+        if not cfg.bool("disable_vrfy_command"):
+            caps.append("VRFY")
+        caps.append("ETRN")
+        caps += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+        if cfg.bool("smtputf8_enable"):
+            caps.append("SMTPUTF8")
+        for c in caps[:-1]:
+            self.conn.reply(f"250-{c}")
+        self.conn.reply(f"250 {caps[-1]}")
+        return True
+
+    def _reset(self) -> None:
+        self.tx = None
+        self.ctx.sender = None
+        self.ctx.recipient = None
+        self.ctx.nrcpt = 0
+        self.ctx.queue_id = None
+
+    async def do_RSET(self, arg: str) -> bool:
+        if arg:
+            await self.send("501 5.5.4 Syntax: RSET")
+            return False
+        self._reset()
+        await self.send("250 2.0.0 Ok")
+        return True
+
+    async def do_NOOP(self, arg: str) -> bool:
+        await self.send("250 2.0.0 Ok")
+        return True
+
+    async def do_QUIT(self, arg: str) -> bool:
+        await self.send("221 2.0.0 Bye")
+        return True
+
+    async def do_HELP(self, arg: str) -> bool:
+        await self.send(
+            "214 2.0.0 Commands: DATA EHLO ETRN HELO HELP MAIL NOOP QUIT RCPT RSET VRFY"
+        )
+        return True
+
+    async def do_STARTTLS(self, arg: str) -> bool:
+        if arg:
+            await self.send("501 5.5.4 Syntax: STARTTLS")
+        else:
+            await self.send("502 5.5.1 Error: command not implemented")
+        return False
+
+    async def do_AUTH(self, arg: str) -> bool:
+        await self.send("503 5.5.1 Error: authentication not enabled")
+        return False
+
+    async def do_BDAT(self, arg: str) -> bool:
+        await self.send("500 5.5.2 Error: command not recognized")
+        return False
+
+    async def do_EXPN(self, arg: str) -> bool:
+        await self.send("502 5.5.1 Error: command not implemented")
+        return False
+
+    async def do_MAIL(self, arg: str) -> bool:
+        cfg = self.svc.cfg
+        if cfg.bool("smtpd_helo_required") and not self.ctx.helo:
+            await self.send("503 5.5.1 Error: send HELO/EHLO first")
+            return False
+        if self.tx is not None:
+            await self.send("503 5.5.1 Error: nested MAIL command")
+            return False
+        if arg[:5].upper() != "FROM:":
+            await self.send("501 5.5.4 Syntax: MAIL FROM:<address>")
+            return False
+        try:
+            parsed = addr.parse_path(arg[5:], strict=cfg.bool("strict_rfc821_envelopes"))
+        except addr.AddressSyntaxError:
+            await self.send("501 5.1.7 Bad sender address syntax")
+            return False
+        if parsed.address and not addr.domain_ok(parsed.address):
+            await self.send("501 5.1.7 Bad sender address syntax")
+            return False
+        tx = Transaction(sender=parsed.address)
+        esmtp = self.ctx.protocol == "ESMTP"
+        for p in parsed.params:
+            key, _, val = p.partition("=")
+            k = key.upper()
+            if not esmtp:
+                await self.send(f"555 5.5.4 Unsupported option: {p}")
+                return False
+            if k == "SIZE":
+                if not val.isdigit():
+                    await self.send("501 5.5.4 Bad message size syntax")
+                    return False
+                tx.size = int(val)
+                limit = cfg.int("message_size_limit")
+                if limit and tx.size > limit:
+                    await self.send("552 5.3.4 Message size exceeds fixed limit")
+                    return False
+            elif k == "BODY" and val.upper() in ("7BIT", "8BITMIME"):
+                tx.body = val.upper()
+            elif k == "SMTPUTF8" and not val and cfg.bool("smtputf8_enable"):
+                tx.smtputf8 = True
+            elif k == "RET":
+                if tx.ret is not None or val.upper() not in ("FULL", "HDRS"):
+                    await self.send("501 5.5.4 Bad RET parameter syntax")
+                    return False
+                tx.ret = val.upper()
+            elif k == "ENVID":
+                if tx.envid is not None or not val or not _XTEXT.match(val) or len(val) > 100:
+                    await self.send("501 5.5.4 Bad ENVID parameter syntax")
+                    return False
+                tx.envid = val
+            else:
+                await self.send(f"555 5.5.4 Unsupported option: {p}")
+                return False
+        if not tx.smtputf8 and not parsed.address.isascii() and "@" in parsed.address:
+            domain = parsed.address.rpartition("@")[2]
+            if not domain.isascii():
+                await self.send("501 5.1.7 Bad sender address syntax")
+                return False
+        free = self.server.spool_free_ok()
+        if not free:
+            await self.send("452 4.3.1 Insufficient system storage")
+            return False
+        self.tx = tx
+        self.ctx.sender = tx.sender
+        await self.send("250 2.1.0 Ok")
+        return True
+
+    async def do_RCPT(self, arg: str) -> bool:
+        svc = self.svc
+        cfg = svc.cfg
+        tx = self.tx
+        if tx is None:
+            await self.send("503 5.5.1 Error: need MAIL command")
+            return False
+        if arg[:3].upper() != "TO:":
+            await self.send("501 5.5.4 Syntax: RCPT TO:<address>")
+            return False
+        try:
+            parsed = addr.parse_path(arg[3:], strict=cfg.bool("strict_rfc821_envelopes"))
+        except addr.AddressSyntaxError:
+            await self.send("501 5.1.3 Bad recipient address syntax")
+            return False
+        rcpt = parsed.address
+        if not rcpt or not addr.domain_ok(rcpt):
+            await self.send("501 5.1.3 Bad recipient address syntax")
+            return False
+        if not tx.smtputf8 and "@" in rcpt and not rcpt.rpartition("@")[2].isascii():
+            await self.send("501 5.1.3 Bad recipient address syntax")
+            return False
+        notify = orcpt = None
+        for p in parsed.params:
+            key, _, val = p.partition("=")
+            k = key.upper()
+            if k == "NOTIFY":
+                items = val.upper().split(",")
+                if notify is not None or not val or not (
+                    items == ["NEVER"] or all(i in _NOTIFY for i in items)
+                ):
+                    await self.send("501 5.5.4 Error: Bad NOTIFY parameter syntax")
+                    return False
+                notify = ",".join(items)
+            elif k == "ORCPT":
+                atype, sep, xtext = val.partition(";")
+                if orcpt is not None or not sep or not atype or not xtext:
+                    await self.send("501 5.5.4 Error: Bad ORCPT parameter syntax")
+                    return False
+                orcpt = val
+            else:
+                await self.send(f"555 5.5.4 Unsupported option: {p}")
+                return False
+        tx.rcpt_count += 1
+        if tx.rcpt_count > cfg.int("smtpd_recipient_limit"):
+            await self.send("452 4.5.3 Error: too many recipients")
+            return False
+        self.ctx.recipient = rcpt
+        stored = self._postmaster(rcpt)
+        if stored is None:
+            verdict = await evaluate(svc.rcpt_lists(), self.ctx, svc, EvalState())
+            if verdict is None:
+                res = svc.resolve(rcpt)
+                if res.local and not res.routed:
+                    verdict_reply = Reply(
+                        550, "5.1.1",
+                        f"<{rcpt}>: Recipient address rejected: "
+                        "User unknown in local recipient table",
+                    )
+                    self._reject_log("RCPT", verdict_reply, rcpt)
+                    await self.send(verdict_reply)
+                    return False
+                stored = rcpt
+            else:
+                assert verdict.reply is not None
+                self._reject_log("RCPT", verdict.reply, rcpt)
+                await self.send(verdict.reply)
+                if verdict.disconnect:
+                    raise Disconnect()
+                return False
+        if tx.queue_id is None:
+            tx.queue_id = new_id()
+            self.ctx.queue_id = tx.queue_id
+            log.info("smtpd", f"{tx.queue_id}: client={self.ctx.client}")
+        if all(r.address != stored for r in tx.recipients):  # cleanup drops duplicates
+            tx.recipients.append(
+                Recipient(stored, orcpt=orcpt or (f"rfc822;{rcpt}" if stored != rcpt else None),
+                          notify=notify)
+            )
+        self.ctx.nrcpt = len(tx.recipients)
+        await self.send("250 2.1.5 Ok")
+        return True
+
+    def _postmaster(self, rcpt: str) -> str | None:
+        """Mail for postmaster of this host is accepted before any restriction."""
+        local, at, domain = rcpt.rpartition("@")
+        if not at:
+            local, domain = rcpt, ""
+        if local.lower() != "postmaster":
+            return None
+        if domain and not (
+            domain.lower() in (self.host.lower(), "localhost")
+            or self.svc.is_local_domain(domain)
+        ):
+            return None
+        return self.svc.cfg.str("postmaster_address")
+
+    async def do_VRFY(self, arg: str) -> bool:
+        cfg = self.svc.cfg
+        if cfg.bool("disable_vrfy_command"):
+            await self.send("502 5.5.1 VRFY command is disabled")
+            return False
+        if not arg:
+            await self.send("501 5.5.4 Syntax: VRFY address [SMTPUTF8]")
+            return False
+        try:
+            parsed = addr.parse_path(arg)
+        except addr.AddressSyntaxError:
+            await self.send("501 5.1.3 Bad recipient address syntax")
+            return False
+        if not parsed.address or not addr.domain_ok(parsed.address):
+            await self.send("501 5.1.3 Bad recipient address syntax")
+            return False
+        self.ctx.recipient = parsed.address
+        verdict = await evaluate(self.svc.rcpt_lists(), self.ctx, self.svc, EvalState())
+        if verdict is not None and verdict.reply is not None:
+            self._reject_log("VRFY", verdict.reply, parsed.address)
+            await self.send(verdict.reply)
+            return False
+        await self.send(f"252 2.0.0 <{parsed.address}>")
+        return True
+
+    async def do_ETRN(self, arg: str) -> bool:
+        svc = self.svc
+        if svc.cfg.bool("smtpd_helo_required") and not self.ctx.helo:
+            await self.send("503 Error: send HELO/EHLO first")
+            return False
+        if self.tx is not None:
+            await self.send("503 Error: MAIL transaction in progress")
+            return False
+        if len(arg.split()) != 1:
+            await self.send("500 Syntax: ETRN domain")
+            return False
+        domain = arg.lstrip("@#").rstrip(".")
+        if not (addr.valid_hostname(domain) or addr.valid_address_literal(domain)):
+            await self.send("501 Error: invalid parameter syntax")
+            return False
+        self.ctx.etrn_domain = domain
+        lists = [(k, svc.lists[k]) for k in ("client", "helo", "etrn")]
+        verdict = await evaluate(lists, self.ctx, svc, EvalState())
+        if verdict is not None and verdict.reply is not None:
+            self._reject_log("ETRN", verdict.reply)
+            await self.send(verdict.reply)
+            return False
+        if not svc.fast_flush_domains.match(domain):
+            await self.send(f"459 <{domain}>: service unavailable")
+            return False
+        self.server.qmgr.flush(domain)
+        await self.send("250 Queuing started")
+        return True
+
+    async def do_DATA(self, arg: str) -> bool:
+        svc = self.svc
+        cfg = svc.cfg
+        tx = self.tx
+        if arg:
+            await self.send("501 5.5.4 Syntax: DATA")
+            return False
+        if tx is None:
+            await self.send("503 5.5.1 Error: need RCPT command")
+            return False
+        if not tx.recipients:
+            await self.send("554 5.5.1 Error: no valid recipients")
+            return False
+        self.ctx.recipient = tx.recipients[0].address if len(tx.recipients) == 1 else None
+        verdict = await evaluate([("data", svc.lists["data"])], self.ctx, svc, EvalState())
+        if verdict is not None and verdict.reply is not None:
+            self._reject_log("DATA", verdict.reply)
+            await self.send(verdict.reply)
+            return False
+        self.conn.reply("354 End data with <CR><LF>.<CR><LF>")
+        self.in_data = True
+        try:
+            content, problem = await self._read_data(cfg)
+        finally:
+            self.in_data = False
+        assert tx.queue_id is not None
+        qid = tx.queue_id
+        self._reset()
+        if problem:
+            self._reject_log("END-OF-MESSAGE", problem)
+            await self.send(problem)
+            return False
+        arrival = cleanup.Arrival(
+            helo=self.ctx.helo,
+            client_name=self.ctx.client_name,
+            client_ip=self.ctx.client_ip,
+            protocol=self._protocol_name(tx),
+            queue_id=qid,
+            recipients=[r.address for r in tx.recipients],
+        )
+        content = cleanup.received_header(arrival, self.host) + content
+        if cleanup.count_received(content) >= cfg.int("hopcount_limit"):
+            reply = Reply(554, "5.4.0", "Error: too many hops")
+            self._reject_log("END-OF-MESSAGE", reply)
+            await self.send(reply)
+            return False
+        env = Envelope(
+            id=qid,
+            sender=tx.sender,
+            recipients=tx.recipients,
+            arrival=time.time(),
+            size=len(content),
+            body=tx.body,
+            smtputf8=tx.smtputf8,
+            ret=tx.ret,
+            envid=tx.envid,
+            client=self.ctx.client,
+        )
+        try:
+            await self.server.spool.commit(env, content)
+        except SpoolError as e:
+            log.warning("cleanup", f"{qid}: queue file write error: {e}")
+            await self.send("451 4.3.0 Error: queue file write error")
+            return False
+        log.info(
+            "qmgr",
+            f"{qid}: from=<{env.sender}>, size={env.size}, nrcpt={len(env.recipients)} "
+            "(queue active)",
+        )
+        self.server.qmgr.submit(env)
+        self.errors = 0
+        await self.send(f"250 2.0.0 Ok: queued as {qid}")
+        return True
+
+    def _protocol_name(self, tx: Transaction) -> str:
+        if tx.smtputf8:
+            return "UTF8SMTP"
+        return self.ctx.protocol
+
+    async def _read_data(self, cfg: object) -> tuple[bytes, Reply | None]:
+        """Read the message up to the end-of-data line; un-stuff dots.
+
+        ``smtpd_forbid_bare_newline = yes`` (normalize, our default): a ``.``
+        line ends the data only when it and the line before it ended in CRLF;
+        otherwise the dot line is dropped, so no smuggled message can follow.
+        """
+        svc = self.svc
+        c = svc.cfg
+        limit = c.int("message_size_limit")
+        line_limit = c.int("line_length_limit")
+        timeout = c.time("smtpd_timeout")
+        normalize = c.str("smtpd_forbid_bare_newline") != "no"
+        parts: list[bytes] = []
+        size = 0
+        too_big = False
+        prev_bare = False
+        at_line_start = True
+        while True:
+            records = await self.conn.read_records(line_limit, timeout)
+            for content, bare, complete in records:
+                if complete and at_line_start and content == b".":
+                    if not normalize or (not bare and not prev_bare):
+                        if too_big:
+                            return b"", Reply(552, "5.3.4", "Error: message file too big")
+                        return b"".join(parts), None
+                    prev_bare = bare
+                    continue
+                if at_line_start and content[:1] == b".":
+                    content = content[1:]
+                if not normalize and complete:
+                    content = content.rstrip(b"\r")
+                if complete:
+                    size += len(content) + 2
+                    at_line_start = True
+                    prev_bare = bare
+                else:
+                    size += len(content)
+                    at_line_start = False
+                if too_big:
+                    continue
+                if limit and size > limit:
+                    too_big = True
+                    parts.clear()
+                    continue
+                parts.append(content + b"\r\n" if complete else content)

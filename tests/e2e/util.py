@@ -1,0 +1,104 @@
+"""Small helpers for talking SMTP to backupmx in end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.peers.backupmx import BackupMX
+
+#: a client outside mynetworks, with forward-confirmed rDNS client.example.net
+OUTSIDE = "127.0.0.5"
+
+
+@dataclass
+class Outcome:
+    mail: tuple[int, bytes]
+    rcpts: list[tuple[int, bytes]] = field(default_factory=list)
+    data: tuple[int, bytes] | None = None
+
+    def rcpt_line(self, i: int = 0) -> str:
+        code, text = self.rcpts[i]
+        return f"{code} {text.decode()}"
+
+    @property
+    def queue_id(self) -> str:
+        assert self.data is not None and self.data[0] == 250, self.data
+        return self.data[1].decode().rsplit(" ", 1)[1]
+
+
+def connect(mx: BackupMX, source: str = OUTSIDE, helo: str = "client.example.net") -> smtplib.SMTP:
+    s = smtplib.SMTP(mx.host, mx.port, source_address=(source, 0), timeout=30)
+    s.ehlo(helo)
+    return s
+
+
+def message(subject: str = "test", body: str = "Hello.\r\n", extra: str = "") -> bytes:
+    return (
+        f"From: <sender@sender.example>\r\nTo: <alice@nausch.org>\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@sender.example>\r\n{extra}\r\n{body}"
+    ).encode()
+
+
+def send(
+    mx: BackupMX,
+    sender: str,
+    rcpts: list[str],
+    data: bytes | None = None,
+    source: str = OUTSIDE,
+    mail_options: list[str] | None = None,
+    rcpt_options: list[str] | None = None,
+) -> Outcome:
+    """One transaction; DATA only when some recipient was accepted."""
+    s = connect(mx, source)
+    try:
+        out = Outcome(s.mail(sender, mail_options or []))
+        for r in rcpts:
+            out.rcpts.append(s.rcpt(r, rcpt_options or []))
+        if data is not None and any(c == 250 for c, _ in out.rcpts):
+            s.putcmd("data")
+            code, msg = s.getreply()
+            assert code == 354, (code, msg)
+            body = data if data.endswith(b"\r\n") else data + b"\r\n"
+            s.send(_stuff(body) + b".\r\n")
+            out.data = s.getreply()
+        s.quit()
+    finally:
+        s.close()
+    return out
+
+
+def _stuff(body: bytes) -> bytes:
+    lines = body.split(b"\r\n")
+    return b"\r\n".join(b"." + ln if ln.startswith(b".") else ln for ln in lines)
+
+
+def queue(mx: BackupMX) -> list[dict[str, Any]]:
+    res = mx.cli("queue", "list", "--json")
+    assert res.returncode == 0, res.stderr
+    data: list[dict[str, Any]] = json.loads(res.stdout)
+    return data
+
+
+def wait_queue(mx: BackupMX, pred: Any, timeout: float = 15.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        q = queue(mx)
+        if pred(q):
+            return q
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queue never matched: {q}")
+        time.sleep(0.2)
+
+
+def strip_received(data: bytes) -> tuple[bytes, bytes]:
+    """Split off our Received: header (first header, with its continuation lines)."""
+    assert data.startswith(b"Received: "), data[:80]
+    lines = data.split(b"\r\n")
+    n = 1
+    while lines[n].startswith((b"\t", b" ")):
+        n += 1
+    return b"\r\n".join(lines[:n]) + b"\r\n", b"\r\n".join(lines[n:])
