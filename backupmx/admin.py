@@ -68,6 +68,19 @@ async def route(server: Server, method: str, target: str) -> tuple[int, str, str
     if method == "GET" and path == "/queue":
         envs = sorted(qm.msgs.values(), key=lambda e: e.arrival)
         return 200, "application/json", json.dumps(listing.as_json(envs, active=qm.active))
+    if method == "GET" and path.startswith("/queue/"):
+        env = qm.msgs.get(path.rsplit("/", 1)[1])
+        if env is None:
+            return 404, "application/json", json.dumps({"ok": False, "error": "no such message"})
+        try:
+            content = server.spool.content(env.id)
+        except KeyError:
+            content = b""
+        return 200, "application/json", json.dumps({
+            "ok": True,
+            "json": listing.as_json([env], active=qm.active)[0],
+            "text": listing.show_text(env, content, active=qm.active),
+        })
     if method != "POST":
         return 404, "text/plain", "not found\n"
     if path == "/queue/flush":

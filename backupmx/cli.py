@@ -167,6 +167,16 @@ def queue_command(cfg: config.Config, args: argparse.Namespace) -> int:
             sys.stdout.write(listing.mailq_text(envs, time.time(), active=active))
         return 0
     if q == "show":
+        res = _admin(cfg, "GET", f"/queue/{args.id}")
+        if res is not None:
+            if not res.get("ok"):
+                print(f"backupmx: {args.id}: no such message", file=sys.stderr)
+                return 1
+            if args.json:
+                print(json.dumps(res["json"], indent=1))
+            else:
+                sys.stdout.write(res["text"])
+            return 0
         spool = Spool(cfg.str("queue_directory"))
         spool.open()
         try:

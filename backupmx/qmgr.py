@@ -313,7 +313,7 @@ class Qmgr:
             data_init_timeout=cfg.time("smtp_data_init_timeout"),
             data_xfer_timeout=cfg.time("smtp_data_xfer_timeout"),
             data_done_timeout=cfg.time("smtp_data_done_timeout"),
-            tls_level=cfg.str("smtp_tls_security_level") or "may",
+            tls_level=cfg.str("smtp_tls_security_level"),
             rset_timeout=cfg.time("smtp_rset_timeout"),
             starttls_timeout=cfg.time("smtp_starttls_timeout"),
             recipient_limit=cfg.int("smtp_destination_recipient_limit"),

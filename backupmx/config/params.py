@@ -284,8 +284,9 @@ _TABLE: tuple[Param, ...] = (
     _i("smtp_mx_session_limit", "2", "Sessions (greeting received) per delivery attempt"),
     _i("smtp_line_length_limit", "998", "Content lines longer than this are folded when "
        "delivering; 0 is no limit"),
-    _ch("smtp_tls_security_level", "", ("", "none", "may", "encrypt", "dane", "dane-only",
-        "fingerprint", "verify", "secure"), "TLS for deliveries; empty means none"),
+    _ch("smtp_tls_security_level", "may", ("", "none", "may", "encrypt", "dane", "dane-only",
+        "fingerprint", "verify", "secure"), "TLS for deliveries; may (opportunistic STARTTLS) "
+        "by default here, where Postfix has none"),
     _s("smtp_tls_CAfile", "", "CA certificates to verify servers with when delivering"),
     _t("minimal_backoff_time", "300s", "s", "Least time between attempts; also how long a "
        "dead destination is skipped"),
