@@ -15,6 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from backupmx.log import log
 from backupmx.queue import listing
+from backupmx.verify import report as verify_report
+from backupmx.verify.decide import Timing
 
 if TYPE_CHECKING:
     from backupmx.server import Server
@@ -81,6 +83,8 @@ async def route(server: Server, method: str, target: str) -> tuple[int, str, str
             "json": listing.as_json([env], active=qm.active)[0],
             "text": listing.show_text(env, content, active=qm.active),
         })
+    if method == "GET" and path == "/verify":
+        return await verify_entry(server, q.get("address", ""), bool(q.get("probe")))
     if method != "POST":
         return 404, "text/plain", "not found\n"
     if path == "/queue/flush":
@@ -99,6 +103,19 @@ async def route(server: Server, method: str, target: str) -> tuple[int, str, str
     if path == "/queue/release":
         return _result(qm.release(qid), qid)
     return 404, "text/plain", "not found\n"
+
+
+async def verify_entry(server: Server, address: str, probe: bool) -> tuple[int, str, str]:
+    """The verify cache record of ``address`` (``backupmx verify``), probing first if asked."""
+    svc = server.svc
+    if not address:
+        return 400, "application/json", json.dumps({"error": "address= is missing"})
+    if probe:
+        entry = await svc.verifier.probe_now(address, svc.resolve(address).address, svc)
+    else:
+        entry = svc.verifier.entry(address)
+    d = verify_report.describe(address, entry, Timing.from_cfg(svc.cfg), time.time())
+    return 200, "application/json", json.dumps(d)
 
 
 def _result(ok: bool, qid: str) -> tuple[int, str, str]:
@@ -124,5 +141,14 @@ def metrics(server: Server) -> str:
     ]
     for kind in ("delivered", "deferred", "bounced"):
         lines.append(f'backupmx_delivery_results_total{{result="{kind}"}} {qm.stats[kind]}')
+    verifier = server.svc.verifier
+    lines += [
+        "# HELP backupmx_verify_probes_total Address-verification probes sent.",
+        "# TYPE backupmx_verify_probes_total counter",
+        f"backupmx_verify_probes_total {verifier.probes}",
+        "# HELP backupmx_verify_connections_total Sessions opened for probes.",
+        "# TYPE backupmx_verify_connections_total counter",
+        f"backupmx_verify_connections_total {verifier.prober.connections}",
+    ]
     lines.append(f"backupmx_uptime_seconds {time.time() - server.started:.0f}")
     return "\n".join(lines) + "\n"

@@ -1,7 +1,15 @@
-"""Per-client connection counts (``smtpd_client_connection_count_limit``)."""
+"""Per-client connection limits: simultaneous count and rate (Postfix's anvil).
+
+``smtpd_client_connection_count_limit`` bounds open sessions per client IP,
+``smtpd_client_connection_rate_limit`` new sessions per client IP within
+``anvil_rate_time_unit``.  Every connection attempt counts towards the rate,
+also a refused one, as in Postfix: a client hammering the port stays refused.
+"""
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from backupmx.netlist import NetList
@@ -10,22 +18,42 @@ if TYPE_CHECKING:
     from backupmx.services import Services
     from backupmx.smtpd.session import Session
 
+#: rate windows are pruned of idle clients once this many IPs are tracked
+_PRUNE_AT = 10000
+
 
 class Anvil:
     def __init__(self) -> None:
         self.count: dict[str, int] = {}
+        self.rate: dict[str, deque[float]] = {}
         self._counted: set[int] = set()
 
-    def admit(self, session: Session, svc: Services) -> str | None:
-        """Count a new session; the refusal text when over the limit."""
+    def admit(self, session: Session, svc: Services, now: float | None = None) -> str | None:
+        """Count a new session; the refusal text when over a limit."""
         ip = session.ctx.client_ip
         n = self.count.get(ip, 0) + 1
         self.count[ip] = n
         self._counted.add(id(session))
-        limit = svc.cfg.int("smtpd_client_connection_count_limit")
-        if limit and n > limit and not self._exempt(ip, session, svc):
+        cfg = svc.cfg
+        count_limit = cfg.int("smtpd_client_connection_count_limit")
+        rate_limit = cfg.int("smtpd_client_connection_rate_limit")
+        rate = self._connect_rate(ip, cfg.time("anvil_rate_time_unit"), now) if rate_limit else 0
+        over = (count_limit and n > count_limit) or (rate_limit and rate > rate_limit)
+        if over and not self._exempt(ip, session, svc):
             return f"too many connections from {ip}"
         return None
+
+    def _connect_rate(self, ip: str, unit: float, now: float | None) -> int:
+        """Record a connection from ``ip``; how many it made within the last ``unit``."""
+        t = time.monotonic() if now is None else now
+        if len(self.rate) >= _PRUNE_AT:
+            for key in [k for k, q in self.rate.items() if not q or q[-1] <= t - unit]:
+                del self.rate[key]
+        q = self.rate.setdefault(ip, deque())
+        while q and q[0] <= t - unit:
+            q.popleft()
+        q.append(t)
+        return len(q)
 
     def _exempt(self, ip: str, session: Session, svc: Services) -> bool:
         items = svc.cfg.list("smtpd_client_event_limit_exceptions")

@@ -75,6 +75,19 @@ def parser() -> argparse.ArgumentParser:
         x = qs.add_parser(name, help=helptext)
         x.add_argument("id")
     sub.add_parser("demo", help="a walk-through of an outage on loopback")
+    ex = sub.add_parser("explain", help="evaluate the restrictions for one transaction")
+    ex.add_argument("--client", required=True, help="client IP address")
+    ex.add_argument("--helo", help="HELO/EHLO name (none: no HELO was sent)")
+    ex.add_argument("--sender", required=True, help="MAIL FROM address; <> for the null sender")
+    ex.add_argument("--recipient", required=True, help="RCPT TO address")
+    vf = sub.add_parser("verify", help="the address-verification cache entry of an address")
+    vf.add_argument("address")
+    vf.add_argument("--probe", action="store_true", help="probe the primary now")
+    vf.add_argument("--json", action="store_true")
+    ps = sub.add_parser("policy-server", help="serve built-in greylisting over the Postfix "
+                        "policy protocol (for check_policy_service in Postfix)")
+    ps.add_argument("--listen", default="inet:127.0.0.1:10023",
+                    help="inet:HOST:PORT or unix:PATH (default inet:127.0.0.1:10023)")
     return p
 
 
@@ -111,10 +124,22 @@ def main(argv: list[str] | None = None) -> int:
             print(str(w), file=sys.stderr)
         print(f"{cfg_path}: configuration OK")
         return 0
+    if args.cmd == "explain":
+        from backupmx import explain
+
+        return explain.run(svc, args.client, args.helo, args.sender, args.recipient)
     if args.cmd == "serve":
         from backupmx import server
 
         return server.run(cfg)
+    if args.cmd == "policy-server":
+        from backupmx import server
+        from backupmx.policy import server as policy_server
+
+        server.configure_logging(cfg)
+        return policy_server.run(cfg, args.listen)
+    if args.cmd == "verify":
+        return verify_command(svc, args)
     if args.cmd == "queue":
         if args.qcmd is None:
             print("backupmx: queue needs a command: list, show, flush, delete, hold, release",
@@ -218,3 +243,51 @@ def queue_command(cfg: config.Config, args: argparse.Namespace) -> int:
         print(f"backupmx: {res.get('error')}", file=sys.stderr)
         return 1
     return 0
+
+
+# --- verify --------------------------------------------------------------------
+
+
+def verify_command(svc: services.Services, args: argparse.Namespace) -> int:
+    """Ask the running server; without one, read (or, with --probe, update) the cache file."""
+    from urllib.parse import quote
+
+    from backupmx.verify import report
+    from backupmx.verify.cache import Store
+    from backupmx.verify.decide import Timing
+
+    cfg = svc.cfg
+    address = args.address
+    d = _admin(cfg, "GET", f"/verify?address={quote(address, safe='')}"
+               + ("&probe=1" if args.probe else ""))
+    if d is None and args.probe:
+        import asyncio
+
+        async def probe() -> dict[str, Any]:
+            v = svc.verifier
+            v.open()
+            try:
+                entry = await v.probe_now(address, svc.resolve(address).address, svc)
+            finally:
+                await v.close()
+            return report.describe(address, entry, Timing.from_cfg(cfg), time.time())
+
+        d = asyncio.run(probe())
+    elif d is None:
+        store = Store(svc.verifier.store.path, readonly=True)
+        try:
+            store.open()
+            entry = store.get(address)
+        except Exception:
+            entry = None  # no cache file yet
+        finally:
+            store.close()
+        d = report.describe(address, entry, Timing.from_cfg(cfg), time.time())
+    if "error" in d:
+        print(f"backupmx: {d['error']}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(d, indent=1))
+    else:
+        sys.stdout.write(report.text(d))
+    return 0 if d["status"] != "unknown" else 1

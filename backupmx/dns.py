@@ -8,6 +8,7 @@ raises :class:`DnsTempError` and is never turned into "not found" by this module
 from __future__ import annotations
 
 import ipaddress
+import time
 
 import dns.asyncresolver
 import dns.exception
@@ -16,6 +17,9 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
+
+
+REVERSE_TTL = 60.0
 
 
 class DnsTempError(Exception):
@@ -67,6 +71,7 @@ class Resolver:
         r.timeout = min(timeout, 2.0)
         r.cache = dns.resolver.LRUCache(50000)
         self._r = r
+        self._reverse: dict[str, tuple[float, tuple[str, str]]] = {}
 
     async def _query(self, name: str, rtype: str) -> dns.resolver.Answer | None:
         try:
@@ -137,7 +142,20 @@ class Resolver:
 
         Returns (name, status): name is ``unknown`` unless a PTR name resolves back
         to ``ip``; status is ``ok``, ``nxdomain`` (no PTR or no match) or ``tempfail``.
+        Answers are kept for a minute: a busy client reconnects many times.
         """
+        now = time.monotonic()
+        hit = self._reverse.get(ip)
+        if hit and hit[0] > now:
+            return hit[1]
+        result = await self._reverse_name(ip)
+        if result[1] != "tempfail":
+            if len(self._reverse) > 20000:
+                self._reverse.clear()
+            self._reverse[ip] = (now + REVERSE_TTL, result)
+        return result
+
+    async def _reverse_name(self, ip: str) -> tuple[str, str]:
         try:
             names = await self.ptr(ip)
         except DnsTempError:

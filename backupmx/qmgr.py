@@ -22,13 +22,38 @@ from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
 from backupmx.log import log
 from backupmx.queue.ids import new_id
 from backupmx.smtp.client import ClientSettings, ConnectionPool, RcptResult, deliver
-from backupmx.smtp.nexthop import NextHop, RouteError, parse_nexthop, parse_transport, servers_for
+from backupmx.smtp.nexthop import (
+    NextHop,
+    RouteError,
+    parse_nexthop,
+    parse_transport,
+    servers_for,
+)
+from backupmx.smtp.nexthop import Server as Hop
 
 if TYPE_CHECKING:
     from backupmx.server import Server
     from backupmx.services import Services
 
 _SITE_FAILURES = ("connect to ", "lost connection", "conversation with", "host ")
+WATCH_INTERVAL = 1.0
+SUSPENDED = "delivery temporarily suspended: "
+
+
+async def _greets(ip: str, port: int, timeout: float) -> bool:
+    """Does an SMTP server answer with 220 there?  (A cheap health probe.)"""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        writer.write(b"QUIT\r\n")
+        return line.startswith(b"220")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
 
 
 def backoff(now: float, arrival: float, minimal: float, maximal: float) -> float:
@@ -60,6 +85,7 @@ class Qmgr:
         self._wake = asyncio.Event()
         self._dest_sem: dict[str, asyncio.Semaphore] = {}
         self._dead: dict[str, Dead] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._flush_waiters: list[tuple[set[str], asyncio.Future[None]]] = []
         self.pool = ConnectionPool()
@@ -174,6 +200,8 @@ class Qmgr:
     async def stop(self, grace: float) -> None:
         self._stopping = True
         self._wake.set()
+        for w in list(self._watchers.values()):
+            w.cancel()
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for t in pending:
@@ -265,7 +293,7 @@ class Qmgr:
 
         dead = self._dead.get(domain)
         if dead and dead.until > now:
-            return all_(DEFERRED, "4.4.1", f"delivery temporarily suspended: {dead.reason}")
+            return all_(DEFERRED, "4.4.1", f"{SUSPENDED}{dead.reason}")
         try:
             transport, hop = self._nexthop_for(svc, rcpts[0])
         except Exception as e:
@@ -296,9 +324,34 @@ class Qmgr:
             x.reply.startswith(_SITE_FAILURES[:3]) for x in res
         ):
             self._dead[domain] = Dead(now + cfg.time("minimal_backoff_time"), res[0].reply)
+            self._watch(domain, servers)
         else:
             self._dead.pop(domain, None)
         return res
+
+    def _watch(self, domain: str, servers: list[Hop]) -> None:
+        """While a destination is dead, knock every second; flush it the moment it answers.
+
+        This is what makes recovery fast: the backlog moves as soon as the primary
+        greets again instead of when each message's backoff timer runs out.
+        """
+        if domain in self._watchers or not servers:
+            return
+
+        async def knock() -> None:
+            try:
+                while domain in self._dead and not self._stopping:
+                    timeout = self.svc.cfg.time("smtp_connect_timeout")
+                    for srv in servers[:2]:
+                        if await _greets(srv.ip, srv.port, timeout):
+                            log.info("qmgr", f"{domain}: {srv.name} answers again; flushing")
+                            self.flush(domain)
+                            return
+                    await asyncio.sleep(WATCH_INTERVAL)
+            finally:
+                self._watchers.pop(domain, None)
+
+        self._watchers[domain] = asyncio.create_task(knock())
 
     def client_settings(self) -> ClientSettings:
         cfg = self.svc.cfg
@@ -374,7 +427,10 @@ class Qmgr:
             await self.server.spool.remove(env.id)
             log.info("qmgr", f"{env.id}: removed")
         else:
-            await self.server.spool.update(env)
+            if not all(res.reply.startswith(SUSPENDED) for _, res in results):
+                # A deferral without any attempt (destination known dead) is kept in
+                # memory only: after a crash the message is simply tried again.
+                await self.server.spool.update(env)
             if env.id in self.msgs and not env.hold:
                 self._schedule(env, self._due(env, now))
 

@@ -14,15 +14,17 @@ import shutil
 import signal
 import time
 
-from backupmx import admin, anvil, config, services
+from backupmx import admin, anvil, config, privileges, services
 from backupmx.log import log
 from backupmx.maps import Maps
 from backupmx.qmgr import Qmgr
 from backupmx.queue.store import Spool
 from backupmx.smtpd.conn import Conn
 from backupmx.smtpd.session import Session
+from backupmx.verify import service as verify_service
 
 SHUTDOWN_GRACE = 10.0
+MAPS_CHECK_INTERVAL = 2.0  # how often lookup-table files are checked for changes
 
 
 def configure_logging(cfg: config.Config) -> None:
@@ -71,18 +73,25 @@ class Server:
 
     # --- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
-        report = self.spool.open()
-        log.info("qmgr", f"queue {self.svc.cfg.str('queue_directory')}: {report}")
-        self.qmgr.load(self.spool.envelopes())
+        """Bind (as root for port 25), drop privileges, open the queue, then serve."""
         loop = asyncio.get_running_loop()
         for host, port in self.svc.listen:
             srv = await loop.create_server(
-                lambda: Conn(self._session), host, port, reuse_address=True, backlog=1024
+                lambda: Conn(self._session), host, port, reuse_address=True, backlog=1024,
+                start_serving=False,
             )
             self._listeners.append(srv)
+        privileges.drop(self.svc.cfg)
+        report = self.spool.open()
+        log.info("qmgr", f"queue {self.svc.cfg.str('queue_directory')}: {report}")
+        self.qmgr.load(self.spool.envelopes())
+        self.svc.verifier.open(lambda: self.svc)
+        for srv, (host, port) in zip(self._listeners, self.svc.listen, strict=True):
+            await srv.start_serving()
             log.info("master", f"listening on {host}:{port}")
         self._admin = await admin.start(self)
         self._qmgr_task = asyncio.create_task(self.qmgr.run())
+        self._maps_task = asyncio.create_task(self._watch_maps())
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
@@ -96,6 +105,12 @@ class Server:
         finally:
             self.sessions.discard(s)
             self.anvil.release(s)
+
+    async def _watch_maps(self) -> None:
+        """Re-read lookup tables whose file changed; SIGHUP re-reads all of them."""
+        while True:
+            await asyncio.sleep(MAPS_CHECK_INTERVAL)
+            self.svc.maps.reload_changed()
 
     def reload(self) -> None:
         try:
@@ -111,7 +126,12 @@ class Server:
         svc.resolver = self.svc.resolver if cfg.list("dns_nameservers") == \
             self.svc.cfg.list("dns_nameservers") else svc.resolver
         configure_logging(cfg)
-        self.svc = svc
+        old, self.svc = self.svc, svc
+        old.policy.close()  # idle policy connections and the greylist store of the old config
+        try:
+            svc.verifier.open(lambda: self.svc)  # the same verifier unless the map changed
+        except Exception as e:
+            log.warning("master", f"cannot open address_verify_map {svc.verifier.spec}: {e}")
         log.info("master", "reload -- configuration " + self.cfg_path)
 
     async def run_until_stopped(self) -> None:
@@ -132,9 +152,12 @@ class Server:
             await asyncio.sleep(0.05)
         await self.qmgr.stop(max(0.5, deadline - time.monotonic()))
         self._qmgr_task.cancel()
+        self._maps_task.cancel()
         if self._admin:
             self._admin.close()
         self.spool.close()
+        self.svc.policy.close()
+        await verify_service.close_all()
         log.info("master", "stopped")
 
 
@@ -142,14 +165,18 @@ async def serve(cfg: config.Config) -> int:
     svc = services.build(cfg)
     configure_logging(cfg)
     server = Server(cfg, svc)
-    await server.start()
+    try:
+        await server.start()
+    except privileges.PrivilegeError as e:
+        log.error("master", f"fatal: {e}")
+        return 1
     await server.run_until_stopped()
     return 0
 
 
 def run(cfg: config.Config) -> int:
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
 
         return int(uvloop.run(serve(cfg)))
     except ImportError:

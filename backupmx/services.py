@@ -15,14 +15,17 @@ from dataclasses import dataclass
 from backupmx import addr
 from backupmx.config import Config, ConfigError, ConfigIssue
 from backupmx.dns import Resolver
-from backupmx.maps import Maps
+from backupmx.maps import MapError, Maps
 from backupmx.netlist import DomainList, NetList
+from backupmx.policy.runtime import PolicyServices
 from backupmx.restrictions.engine import (
+    REGISTRY,
     RELAY_STOPPERS,
     RestrictionSyntaxError,
     RList,
     compile_list,
 )
+from backupmx.verify.service import Verifier, verifier_for
 
 # Restriction list parameters and the kind of list each one is.
 LIST_PARAMS = {
@@ -81,6 +84,8 @@ class Services:
     own_literals: frozenset[str]
     lists: dict[str, RList]
     listen: list[tuple[str, int]]
+    policy: PolicyServices  # policy-server connections and the greylist store
+    verifier: Verifier  # process-wide, survives reloads (backupmx/verify/service.py)
 
     def is_own_ip(self, ip: str) -> bool:
         try:
@@ -176,15 +181,18 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
         f"[{a}]" if ":" not in a else f"[ipv6:{a}]" for a in own_ips
     )
 
+    try:
+        verifier = verifier_for(cfg.str("address_verify_map"))
+    except ValueError as e:
+        issue("address_verify_map", str(e))
+        verifier = verifier_for("")
     if resolver is None:
         try:
             resolver = Resolver(cfg.list("dns_nameservers"))
         except ValueError as e:
             issue("dns_nameservers", f"dns_nameservers: {e}")
             resolver = Resolver()
-    if issues:
-        raise ConfigError(issues)
-    return Services(
+    svc = Services(
         cfg=cfg,
         resolver=resolver,
         maps=maps,
@@ -197,7 +205,21 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
         own_literals=literals,
         lists=lists,
         listen=listen,
+        policy=PolicyServices(cfg),
+        verifier=verifier,
     )
+    for kind, param in LIST_PARAMS.items():
+        for step in lists[kind].steps:
+            validate = REGISTRY[step.name].validate
+            if validate is None:
+                continue
+            try:
+                validate(step.arg, svc)
+            except (MapError, ValueError) as e:
+                issue(param, f"{param}: {step}: {e}")
+    if issues:
+        raise ConfigError(issues)
+    return svc
 
 
 def _is_ip(text: str) -> bool:
@@ -225,4 +247,31 @@ def warnings(svc: Services) -> list[ConfigIssue]:
                 "domain can name this host as its MX and relay through it",
             )
         )
+    out += _verify_order_warnings(svc)
     return out
+
+
+_RELAY_DECISIONS = ("permit_mx_backup", "reject_unauth_destination", "defer_unauth_destination")
+
+
+def _verify_order_warnings(svc: Services) -> list[ConfigIssue]:
+    """reject_unverified_recipient before the relay decision: say what backupmx does."""
+    cfg = svc.cfg
+    before: list[str] = []
+    for _kind, rlist in svc.rcpt_lists():
+        names = rlist.names()
+        if "reject_unverified_recipient" not in names:
+            before += names
+            continue
+        before += names[: names.index("reject_unverified_recipient")]
+        if any(n in _RELAY_DECISIONS for n in before):
+            return []
+        return [ConfigIssue(
+            cfg.path, cfg.line_of(rlist.param) or 0,
+            f"warning: {rlist.param}: reject_unverified_recipient comes before "
+            "permit_mx_backup/reject_unauth_destination; Postfix would then probe the mail "
+            "servers of any domain a client names, backupmx probes only destinations it "
+            "relays to (relay_domains, backed-up domains) and leaves other recipients to "
+            "the relay check",
+        )]
+    return []

@@ -116,7 +116,8 @@ _TABLE: tuple[Param, ...] = (
        "client is named unknown"),
     _s("compatibility_level", "3.6", "Accepted for Postfix configurations; backupmx's "
        "defaults are those of level 3.6 whatever the value"),
-    _s("mail_owner", "backupmx", "The system account that owns the queue and data files"),
+    _s("mail_owner", "backupmx", "The system account that owns the queue and data files; "
+       "serve started as root switches to it after binding its ports"),
     _s("smtpd_banner", "$myhostname ESMTP backupmx", "Text after 220 in the SMTP greeting"),
     _s("syslog_name", "backupmx", "Tag before /smtpd, /qmgr ... in every log line"),
     _ch("syslog_facility", "", _FACILITIES, "Syslog facility to log to the local syslog "
@@ -260,6 +261,33 @@ _TABLE: tuple[Param, ...] = (
     _s("smtpd_policy_service_default_action", "451 4.3.5 Server configuration problem",
        "Action used when a policy server cannot be reached"),
     _s("smtpd_policy_service_policy_context", "", "Value of the policy_context attribute"),
+    # built-in greylisting (check_policy_service builtin:greylist, backupmx policy-server)
+    _s("greylist_store", "btree:$data_directory/greylist", "Greylist database: btree:, hash:, "
+       "lmdb: or sqlite:PATH are one SQLite file at PATH"),
+    _t("greylist_delay", "300s", "s", "How long a new client/sender/recipient triplet is "
+       "deferred (postgrey --delay)"),
+    _t("greylist_max_age", "35d", "d", "Forget triplets and clients unseen this long "
+       "(postgrey --max-age)"),
+    _t("greylist_retry_window", "2d", "d", "A first retry later than this after first sight "
+       "starts greylisting over (postgrey --retry-window)"),
+    _s("greylist_action", "DEFER_IF_PERMIT", "Action returned for a greylisted triplet "
+       "(postgrey --greylist-action)"),
+    _s("greylist_text", "Greylisted, see http://postgrey.schweikert.ch/help/%r.html", "Text of "
+       "that action; %r is the recipient domain, %s the seconds left (postgrey --greylist-text)"),
+    _ch("greylist_client_key", "subnet", ("subnet", "host", "rdns"), "Client part of a triplet: "
+        "its network, its address, or the domain of a non-dynamic confirmed name (for senders "
+        "that retry from pools of addresses)"),
+    _i("greylist_ipv4_cidr", "24", "Prefix length of an IPv4 client's network (--ipv4cidr)"),
+    _i("greylist_ipv6_cidr", "64", "Prefix length of an IPv6 client's network (--ipv6cidr)"),
+    _i("greylist_auto_whitelist_clients", "5", "Clients that passed greylisting this often are "
+       "no longer greylisted; 0 is off (postgrey --auto-whitelist-clients)"),
+    _l("greylist_whitelist_clients", "", "Files of clients never greylisted, in postgrey's "
+       "whitelist_clients format"),
+    _l("greylist_whitelist_recipients", "", "Files of recipients never greylisted, in "
+       "postgrey's whitelist_recipients format"),
+    _s("greylist_header", "X-Greylist: delayed %t seconds by backupmx-%v at %h; %d", "Header "
+       "added to a message that passed greylisting; %t seconds, %v version, %h myhostname, "
+       "%d date"),
     # queue and delivery
     _s("queue_directory", "/var/spool/backupmx", "Where the mail queue lives"),
     _s("data_directory", "/var/lib/backupmx", "Where caches and other state live"),
@@ -313,6 +341,12 @@ _TABLE: tuple[Param, ...] = (
     _i("smtpd_recipient_limit", "1000", "Recipients accepted per message"),
     _i("smtpd_recipient_overshoot_limit", "1000", "Excess recipients not counted as errors"),
     _t("smtpd_timeout", "300s", "s", "Idle limit while reading from or writing to a client"),
+    _b("smtpd_per_record_deadline", "yes", "smtpd_timeout bounds the receipt of a whole command "
+       "or content line, not each read (backupmx default yes, against slowloris)"),
+    _t("smtpd_session_time_limit", "3600s", "s", "backupmx's own: longest an SMTP session may "
+       "last in all before 421 and disconnect; 0 is no limit"),
+    _i("smtpd_max_sessions", "2000", "backupmx's own: simultaneous SMTP sessions in all; "
+       "further clients get 421 at once"),
     _i("smtpd_hard_error_limit", "20", "Errors after which a client is disconnected"),
     _i("smtpd_soft_error_limit", "10", "Errors after which every reply is delayed"),
     _t("smtpd_error_sleep_time", "1s", "s", "That delay"),
@@ -347,6 +381,7 @@ _TABLE: tuple[Param, ...] = (
        "accepted recipient"),
     _s("smtpd_tls_cert_file", "", "Server certificate (PEM) for STARTTLS"),
     _s("smtpd_tls_key_file", "$smtpd_tls_cert_file", "Private key (PEM) of that certificate"),
+    _t("smtpd_starttls_timeout", "300s", "s", "Limit for the TLS handshake after STARTTLS"),
     _ch("smtpd_tls_security_level", "", ("", "none", "may", "encrypt"), "STARTTLS for "
         "clients; empty means none"),
 )

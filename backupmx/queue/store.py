@@ -96,7 +96,11 @@ class RecoveryReport:
 
 
 def encode_envelope(env: Envelope) -> str:
-    return json.dumps(dataclasses.asdict(env), separators=(",", ":"), ensure_ascii=False)
+    # A shallow copy per field: dataclasses.asdict deep-copies recursively and
+    # was a visible share of the CPU per accepted message.
+    data = dict(env.__dict__)
+    data["recipients"] = [dict(r.__dict__) for r in env.recipients]
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def decode_envelope(text: str) -> Envelope:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from backupmx.log import log
 from backupmx.reply import Reply, make_reply
@@ -54,6 +54,22 @@ class Context:
     illegal_pipelining: bool = False
     queue_id: str | None = None
     kind: str = "recipient"  # the list being evaluated (set by the engine)
+    # For policy requests (spec/policy-protocol.md §1.1):
+    client_port: int = 0
+    server_address: str = ""
+    server_port: int = 0
+    state: str = "RCPT"  # the SMTP command being answered (protocol_state)
+    instance: str = ""  # per-transaction id, the same for all requests of one message
+    size: int = 0  # SIZE= of MAIL FROM, 0 if none
+    # Headers (``Name: value``) that PREPEND actions add above our Received: header.
+    prepend: list[str] = field(default_factory=list)
+    # What other access actions ask of the message (HOLD, DISCARD, REDIRECT, BCC).
+    hold: bool = False
+    discard: bool = False
+    redirect: str | None = None
+    bcc: list[str] = field(default_factory=list)
+    # DNS list answers started when the client connected, by query name (restrictions/dnsbl.py)
+    dnsbl: dict[str, Any] = field(default_factory=dict)
 
     @property
     def client(self) -> str:
@@ -79,6 +95,8 @@ class EvalState:
     defer_if_reject: Reply | None = None
     warn_next: bool = False
     trace: list[str] | None = None  # filled by `explain`
+    warning: bool = False  # the running step follows warn_if_reject
+    depth: int = 0  # nesting of restriction lists found in access-map values
 
     def set_defer_if_permit(self, reply: Reply) -> None:
         if self.defer_if_permit is None:
@@ -92,11 +110,16 @@ class EvalState:
 Fn = Callable[[Context, "Services", EvalState, str | None], Awaitable[Verdict]]
 
 
+# Checks a restriction's argument when the configuration is built (tables open, syntax).
+Validator = Callable[[str | None, "Services"], None]
+
+
 @dataclass(frozen=True)
 class Restriction:
     name: str
     fn: Fn
     takes_arg: bool
+    validate: Validator | None = None
 
 
 REGISTRY: dict[str, Restriction] = {}
@@ -111,11 +134,13 @@ RELAY_STOPPERS = {
 }
 
 
-def restriction(name: str, takes_arg: bool = False) -> Callable[[Fn], Fn]:
+def restriction(
+    name: str, takes_arg: bool = False, validate: Validator | None = None
+) -> Callable[[Fn], Fn]:
     """Register a restriction under its Postfix name."""
 
     def deco(fn: Fn) -> Fn:
-        REGISTRY[name] = Restriction(name, fn, takes_arg)
+        REGISTRY[name] = Restriction(name, fn, takes_arg, validate)
         return fn
 
     return deco
@@ -149,7 +174,15 @@ class RestrictionSyntaxError(ValueError):
 def compile_list(param: str, items: list[str], kind: str) -> RList:
     """Compile the items of a restriction list parameter; unknown names raise."""
     # Import the families so that their restrictions are registered.
-    from backupmx.restrictions import basic, relay  # noqa: F401
+    from backupmx.restrictions import (  # noqa: F401
+        access,
+        addresses,
+        basic,
+        dnsbl,
+        policy,
+        relay,
+        verify,
+    )
 
     steps: list[Step] = []
     i = 0
@@ -159,13 +192,13 @@ def compile_list(param: str, items: list[str], kind: str) -> RList:
         i += 1
         if ":" in item and name not in REGISTRY:
             # A bare type:table is an access map of the list's own kind (config-syntax §1.2).
-            access = "check_" + ("recipient" if kind == "relay" else kind) + "_access"
-            if access not in REGISTRY:
+            map_check = "check_" + ("recipient" if kind == "relay" else kind) + "_access"
+            if map_check not in REGISTRY:
                 raise RestrictionSyntaxError(
                     f"{param}: lookup table {item} is not supported here "
-                    f"(access maps are not available in this version)"
+                    f"(there is no {map_check})"
                 )
-            steps.append(Step(access, item, REGISTRY[access].fn))
+            steps.append(Step(map_check, item, REGISTRY[map_check].fn))
             continue
         r = REGISTRY.get(name)
         if r is None:
@@ -218,14 +251,18 @@ async def run_list(
     for step in rlist.steps:
         warn = st.warn_next
         st.warn_next = False
+        st.warning = warn
+        if st.trace is not None:
+            st.trace.append(f"{rlist.param}: {step}")
         try:
             v = await step.fn(ctx, svc, st, step.arg)
         except Exception as e:  # a broken check must never permit, never 5xx
             log.warning("smtpd", f"{step}: {type(e).__name__}: {e}")
             v = Verdict(REJECT, temp_error_reply(ctx))
+        ctx.kind = kind  # a nested list may have run under the kind of its access map
         if st.trace is not None:
             extra = f" ({v.reply})" if v.reply else ""
-            st.trace.append(f"{rlist.param}: {step} -> {v.kind}{extra}")
+            st.trace.append(f"    => {v.kind}{extra}")
         if v.kind == REJECT and v.reply is not None:
             if warn and not v.reply.line().startswith("451 4.3."):
                 log.info("smtpd", f"reject_warning: {ctx.client}: {v.reply}")
@@ -253,6 +290,8 @@ async def evaluate(
     st = st or EvalState()
     prev_kind = None
     for kind, rlist in lists:
+        if ctx.discard:
+            return None  # DISCARD accepts at once; later restrictions are skipped
         if not (prev_kind == "relay" and kind == "recipient") and not (
             prev_kind == "recipient" and kind == "relay"
         ):

@@ -8,8 +8,9 @@ read DATA in batches of lines, and flush replies only before it waits for input.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 HIGH_WATER = 256 * 1024
 
@@ -20,6 +21,10 @@ class Closed(Exception):
 
 class Interrupted(Closed):
     """The server is shutting down and ended the wait for input."""
+
+
+class SessionExpired(TimeoutError):
+    """The whole session outlived its time limit (a client that trickles forever)."""
 
 
 class Conn(asyncio.Protocol):
@@ -36,11 +41,17 @@ class Conn(asyncio.Protocol):
         self._interrupted = False
         self.linger = 2.0
         self.task: asyncio.Task[None] | None = None
+        #: loop time at which the session ends whatever it is doing (None: no cap)
+        self.session_deadline: float | None = None
+        #: with True a timeout bounds the receipt of a whole line, not each chunk of it
+        self.per_record_deadline = True
+        #: how long a reply may wait for a client that does not read
+        self.write_timeout = 300.0
 
     # --- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not derive from asyncio.Transport; same interface.
+        self.transport = cast(asyncio.Transport, transport)
         self.task = asyncio.get_running_loop().create_task(self._start(self))
 
     def data_received(self, data: bytes) -> None:
@@ -75,17 +86,38 @@ class Conn(asyncio.Protocol):
             w.set_result(None)
 
     # --- reading ------------------------------------------------------------
-    async def _more(self, timeout: float) -> None:
-        """Flush replies, then wait for more input (or EOF) up to ``timeout``."""
+    def _deadline(self, timeout: float) -> float:
+        """When the record now being read must be complete."""
+        return asyncio.get_running_loop().time() + timeout
+
+    async def _more(self, timeout: float, deadline: float | None = None) -> None:
+        """Flush replies, then wait for more input (or EOF).
+
+        The wait ends after ``timeout``, or at ``deadline`` (the record's, with
+        per_record_deadline) or the session's deadline, whichever comes first,
+        so a client cannot hold a session by sending a byte now and then.
+        """
         await self.flush()
         if self.eof:
             raise Closed()
         if self._paused_reading and self.transport:
             self._paused_reading = False
             self.transport.resume_reading()
+        now = asyncio.get_running_loop().time()
+        wait = timeout
+        if deadline is not None and self.per_record_deadline:
+            wait = min(wait, deadline - now)
+        capped = self.session_deadline is not None and self.session_deadline - now <= wait
+        if capped:
+            assert self.session_deadline is not None
+            wait = self.session_deadline - now
+        if wait <= 0:
+            raise SessionExpired() if capped else TimeoutError()
         self._waiter = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self._waiter, timeout)
+            await asyncio.wait_for(self._waiter, wait)
+        except TimeoutError:
+            raise SessionExpired() if capped else TimeoutError() from None
         finally:
             self._waiter = None
         if self._interrupted:
@@ -111,12 +143,13 @@ class Conn(asyncio.Protocol):
         A line longer than ``limit`` is cut there and the rest of it skipped, as
         Postfix does.  Raises Closed at EOF, TimeoutError on timeout.
         """
+        deadline = self._deadline(timeout)
         while True:
             if self._skip_line:
                 i = self.buf.find(b"\n")
                 if i < 0:
                     self.buf.clear()
-                    await self._more(timeout)
+                    await self._more(timeout, deadline)
                     continue
                 del self.buf[: i + 1]
                 self._skip_line = False
@@ -132,7 +165,7 @@ class Conn(asyncio.Protocol):
                 del self.buf[:limit]
                 self._skip_line = True
                 return line, False
-            await self._more(timeout)
+            await self._more(timeout, deadline)
 
     async def read_records(self, limit: int, timeout: float) -> list[tuple[bytes, bool, bool]]:
         """All complete DATA records now buffered (waiting for at least one).
@@ -141,6 +174,7 @@ class Conn(asyncio.Protocol):
         ``limit``-sized piece of a longer line (its continuation follows).
         CR is never a line end; only the CR right before LF is stripped.
         """
+        deadline = self._deadline(timeout)
         while True:
             buf = self.buf
             end = buf.rfind(b"\n")
@@ -159,21 +193,69 @@ class Conn(asyncio.Protocol):
                     out.append((content, bare, True))
                 return out
             if len(buf) >= limit:
-                piece = bytes(buf[:limit])
-                del buf[:limit]
+                # Never split a CR from the LF that may follow it: CRLF would
+                # then look like a bare LF.
+                cut = limit - 1 if buf[limit - 1] == 0x0D else limit
+                piece = bytes(buf[:cut])
+                del buf[:cut]
                 return [(piece, False, False)]
-            await self._more(timeout)
+            await self._more(timeout, deadline)
+
+    def unread_records(self, records: list[tuple[bytes, bool, bool]]) -> None:
+        """Put records from read_records back, byte for byte (commands after the final dot)."""
+        raw = b"".join(
+            c + (b"\n" if bare else b"\r\n") if complete else c for c, bare, complete in records
+        )
+        self.buf[:0] = raw
+
+    # --- TLS ------------------------------------------------------------------
+    async def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
+        """Send the queued replies (the 220), drop all buffered plaintext, handshake.
+
+        Discarding happens with no await between it and the switch of protocol,
+        so nothing the client pipelined in plaintext is ever read as if it had
+        come over TLS (CVE-2011-0411).  Raises ssl.SSLError, OSError, TimeoutError.
+        """
+        await self.flush()
+        t = self.transport
+        if t is None or t.is_closing() or self.eof:
+            raise Closed()
+        self.discard_input()
+        if self._paused_reading:
+            self._paused_reading = False
+            t.resume_reading()
+        loop = asyncio.get_running_loop()
+        new = await loop.start_tls(
+            t, self, context, server_side=True, ssl_handshake_timeout=timeout
+        )
+        if new is None:
+            raise Closed()
+        self.transport = new
+
+    @property
+    def tls(self) -> ssl.SSLObject | None:
+        """The TLS session, once STARTTLS has succeeded."""
+        if self.transport is None:
+            return None
+        obj = self.transport.get_extra_info("ssl_object")
+        return obj if isinstance(obj, ssl.SSLObject) else None
 
     # --- writing ------------------------------------------------------------
     def reply(self, line: str) -> None:
         self._out.append(line.encode("utf-8", "replace") + b"\r\n")
 
     async def flush(self) -> None:
+        """Send the queued replies; TimeoutError (connection aborted) if they stay stuck."""
         if self._out and self.transport and not self.transport.is_closing():
             self.transport.write(b"".join(self._out))
         self._out.clear()
         if self._drain is not None:
-            await self._drain
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drain), self.write_timeout)
+            except TimeoutError:
+                if self.transport is not None:
+                    self.transport.abort()
+                raise
 
     async def close(self) -> None:
         """Flush, half-close, and discard input until the client closes too.
@@ -181,7 +263,10 @@ class Conn(asyncio.Protocol):
         Closing with unread input makes the kernel send a reset, which can
         destroy the final reply (e.g. 421) before the client reads it.
         """
-        await self.flush()
+        try:
+            await self.flush()
+        except TimeoutError:
+            return
         t = self.transport
         if t is None or t.is_closing():
             return

@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from backupmx import addr, cleanup
+from backupmx import addr, cleanup, tls
 from backupmx.envelope import Envelope, Recipient
 from backupmx.log import log
+from backupmx.netlist import NetList
+from backupmx.policy.request import new_instance
 from backupmx.queue.ids import new_id
 from backupmx.queue.store import SpoolError
 from backupmx.reply import Reply
+from backupmx.restrictions import dnsbl
+from backupmx.restrictions.access import MessageActions
+from backupmx.restrictions.addresses import unverified_name
 from backupmx.restrictions.engine import Context, EvalState, evaluate
-from backupmx.smtpd.conn import Closed, Conn, Interrupted
+from backupmx.restrictions.verify import unlisted_recipient
+from backupmx.smtpd.conn import Closed, Conn, Interrupted, SessionExpired
+from backupmx.verify.probe import probe_sender
 
 if TYPE_CHECKING:
     from backupmx.server import Server
@@ -30,10 +38,17 @@ _XTEXT = re.compile(r"^(?:[!-*,-<>-~]|\+[0-9A-F]{2})+$")
 _NOTIFY = {"SUCCESS", "FAILURE", "DELAY"}
 _FORBIDDEN = {"CONNECT", "GET", "POST"}
 _HEADER_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:")
+_HEADER_START = re.compile(rb"^[!-9;-~]+[ \t]*:")
 _COMMANDS = {
     "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP",
     "ETRN", "STARTTLS", "AUTH", "BDAT", "EXPN",
 }
+
+
+def _disk_full(e: SpoolError) -> bool:
+    """Did the spool fail for want of space (SQLITE_FULL, ENOSPC)?"""
+    text = str(e).lower()
+    return "disk is full" in text or "no space left" in text
 
 
 class Disconnect(Exception):
@@ -59,12 +74,21 @@ class Session:
         self.conn = conn
         assert conn.transport is not None
         peer = conn.transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        self.ctx = Context(client_ip=str(peer[0]))
+        local = conn.transport.get_extra_info("sockname") or ("", 0)
+        self.ctx = Context(
+            client_ip=str(peer[0]), client_port=int(peer[1]),
+            server_address=str(local[0]), server_port=int(local[1]),
+        )
         self.tx: Transaction | None = None
         self.errors = 0
         self.counts: dict[str, list[int]] = {}
         self.last_cmd = "CONNECT"
         self.in_data = False
+        mode = server.svc.cfg.str("smtpd_forbid_bare_newline")
+        #: no, normalize or reject (smtpd_forbid_bare_newline; yes means normalize)
+        self.bare_mode = "normalize" if mode == "yes" else mode
+        #: "TLSv1.3 with cipher ... (256/256 bits)" once STARTTLS succeeded
+        self.tls_info: str | None = None
 
     # --- helpers ---------------------------------------------------------------
     @property
@@ -109,6 +133,19 @@ class Session:
         svc = self.svc
         cfg = svc.cfg
         ip = self.ctx.client_ip
+        ceiling = cfg.int("smtpd_max_sessions")
+        if ceiling and len(self.server.sessions) > ceiling:
+            log.warning("smtpd", f"too many sessions ({ceiling}): refusing {ip}")
+            self.conn.reply(f"421 4.3.2 {self.host} Error: too many sessions, try again later")
+            self.conn.linger = 0.5
+            await self.conn.close()
+            return
+        loop = asyncio.get_running_loop()
+        cap = cfg.time("smtpd_session_time_limit")
+        self.conn.session_deadline = loop.time() + cap if cap else None
+        self.conn.per_record_deadline = cfg.bool("smtpd_per_record_deadline")
+        self.conn.write_timeout = cfg.time("smtpd_timeout")
+        dnsbl.prefetch(self.ctx, svc)  # every DNS list at once, while the name is looked up
         if cfg.bool("smtpd_peername_lookup"):
             try:
                 name, status = await asyncio.wait_for(svc.resolver.reverse_name(ip), 10)
@@ -117,6 +154,12 @@ class Session:
             self.ctx.client_name = name
             self.ctx.client_name_status = status
             self.ctx.reverse_name = name
+            if status == "nxdomain":
+                self.ctx.reverse_name = await unverified_name(svc, ip)
+        if self.bare_mode != "no" and NetList(
+            cfg.list("smtpd_forbid_bare_newline_exclusions"), svc.maps, True
+        ).match(ip, self.ctx.client_name):
+            self.bare_mode = "no"
         log.info("smtpd", f"connect from {self.ctx.client}")
         try:
             refusal = self.server.anvil_refusal(self)
@@ -130,6 +173,10 @@ class Session:
             self.conn.reply(f"421 4.3.2 {self.host} Service shutting down, closing connection")
         except Closed:
             log.info("smtpd", f"lost connection after {self.last_cmd} from {self.ctx.client}")
+        except SessionExpired:
+            log.info("smtpd", f"session time limit exceeded after {self.last_cmd} "
+                     f"from {self.ctx.client}")
+            self.conn.reply(f"421 4.4.2 {self.host} Error: timeout exceeded")
         except TimeoutError:
             log.info("smtpd", f"timeout after {self.last_cmd} from {self.ctx.client}")
             self.conn.reply(f"421 4.4.2 {self.host} Error: timeout exceeded")
@@ -139,6 +186,7 @@ class Session:
             log.error("smtpd", f"{type(e).__name__} in session with {self.ctx.client}: {e}")
             self.conn.reply(f"421 4.3.0 {self.host} Error: internal error, try again later")
         finally:
+            dnsbl.cancel(self.ctx)
             try:
                 await self.conn.close()
             except Exception:
@@ -162,9 +210,15 @@ class Session:
             if self.server.stopping:
                 self.conn.reply(f"421 4.3.2 {self.host} Service shutting down, closing connection")
                 return
-            raw, _bare = await self.conn.readline(
+            raw, bare = await self.conn.readline(
                 cfg.int("line_length_limit"), cfg.time("smtpd_timeout")
             )
+            if bare and self.bare_mode == "reject":
+                code = cfg.int("smtpd_forbid_bare_newline_reject_code")
+                log.info("smtpd", f"bare <LF> received after {self.last_cmd} "
+                         f"from {self.ctx.client}")
+                await self.send(f"{code} 5.5.2 {self.host} Error: bare <LF> received")
+                return
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -217,6 +271,8 @@ class Session:
         if not cfg.bool("disable_vrfy_command"):
             caps.append("VRFY")
         caps.append("ETRN")
+        if self.conn.tls is None and self._tls_context() is not None:
+            caps.append("STARTTLS")
         caps += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         if cfg.bool("smtputf8_enable"):
             caps.append("SMTPUTF8")
@@ -231,6 +287,12 @@ class Session:
         self.ctx.recipient = None
         self.ctx.nrcpt = 0
         self.ctx.queue_id = None
+        self.ctx.instance = ""
+        self.ctx.size = 0
+        self.ctx.prepend = []
+        self.ctx.hold = self.ctx.discard = False
+        self.ctx.redirect = None
+        self.ctx.bcc = []
 
     async def do_RSET(self, arg: str) -> bool:
         if arg:
@@ -254,12 +316,51 @@ class Session:
         )
         return True
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The STARTTLS context; None (logged) when TLS is off or the certificate is unusable."""
+        try:
+            return tls.server_context(self.svc.cfg)
+        except tls.TlsError as e:
+            log.warning("smtpd", f"cannot offer STARTTLS: {e}")
+            return None
+
+    async def _tls_missing(self) -> bool:
+        """smtpd_tls_security_level = encrypt and no TLS yet: refuse (and say so)."""
+        if tls.server_level(self.svc.cfg) != "encrypt" or self.conn.tls is not None:
+            return False
+        await self.send("530 5.7.0 Must issue a STARTTLS command first")
+        return True
+
     async def do_STARTTLS(self, arg: str) -> bool:
         if arg:
             await self.send("501 5.5.4 Syntax: STARTTLS")
-        else:
-            await self.send("502 5.5.1 Error: command not implemented")
-        return False
+            return False
+        if self.conn.tls is not None:
+            await self.send("554 5.5.1 Error: TLS already active")
+            return False
+        context = self._tls_context()
+        if context is None:
+            if tls.server_level(self.svc.cfg) == "none":
+                await self.send("502 5.5.1 Error: command not implemented")
+            else:
+                await self.send("454 4.7.0 TLS not available due to local problem")
+            return False
+        self.conn.reply("220 2.0.0 Ready to start TLS")
+        try:
+            await self.conn.start_tls(context, self.svc.cfg.time("smtpd_starttls_timeout"))
+        except (ssl.SSLError, OSError, TimeoutError) as e:
+            log.info("smtpd", f"SSL_accept error from {self.ctx.client}: "
+                     f"{e or type(e).__name__}")
+            raise Disconnect() from e
+        # Nothing said before the handshake counts after it (RFC 3207 4.2).
+        self.ctx.helo = None
+        self.ctx.protocol = "SMTP"
+        self._reset()
+        obj = self.conn.tls
+        self.tls_info = tls.describe(obj) if obj is not None else "TLS"
+        log.info("smtpd", f"Anonymous TLS connection established from {self.ctx.client}: "
+                 f"{self.tls_info}")
+        return True
 
     async def do_AUTH(self, arg: str) -> bool:
         await self.send("503 5.5.1 Error: authentication not enabled")
@@ -275,6 +376,8 @@ class Session:
 
     async def do_MAIL(self, arg: str) -> bool:
         cfg = self.svc.cfg
+        if await self._tls_missing():
+            return False
         if cfg.bool("smtpd_helo_required") and not self.ctx.helo:
             await self.send("503 5.5.1 Error: send HELO/EHLO first")
             return False
@@ -337,6 +440,8 @@ class Session:
             return False
         self.tx = tx
         self.ctx.sender = tx.sender
+        self.ctx.size = tx.size or 0
+        self.ctx.instance = new_instance()
         await self.send("250 2.1.0 Ok")
         return True
 
@@ -388,9 +493,18 @@ class Session:
             await self.send("452 4.5.3 Error: too many recipients")
             return False
         self.ctx.recipient = rcpt
+        self.ctx.state = "RCPT"
+        if rcpt.lower() == probe_sender(cfg).lower():
+            # Our own probe sender is accepted before any restriction, so that two
+            # verifying servers never cache each other's probes as undeliverable;
+            # nothing is kept for it: mail to it is discarded.
+            await self.send("250 2.1.5 Ok")
+            return True
         stored = self._postmaster(rcpt)
         if stored is None:
             verdict = await evaluate(svc.rcpt_lists(), self.ctx, svc, EvalState())
+            if verdict is None and cfg.bool("smtpd_reject_unlisted_recipient"):
+                verdict = await unlisted_recipient(self.ctx, svc)
             if verdict is None:
                 res = svc.resolve(rcpt)
                 if res.local and not res.routed:
@@ -439,6 +553,8 @@ class Session:
 
     async def do_VRFY(self, arg: str) -> bool:
         cfg = self.svc.cfg
+        if await self._tls_missing():
+            return False
         if cfg.bool("disable_vrfy_command"):
             await self.send("502 5.5.1 VRFY command is disabled")
             return False
@@ -454,6 +570,7 @@ class Session:
             await self.send("501 5.1.3 Bad recipient address syntax")
             return False
         self.ctx.recipient = parsed.address
+        self.ctx.state = "VRFY"
         verdict = await evaluate(self.svc.rcpt_lists(), self.ctx, self.svc, EvalState())
         if verdict is not None and verdict.reply is not None:
             self._reject_log("VRFY", verdict.reply, parsed.address)
@@ -464,6 +581,8 @@ class Session:
 
     async def do_ETRN(self, arg: str) -> bool:
         svc = self.svc
+        if await self._tls_missing():
+            return False
         if svc.cfg.bool("smtpd_helo_required") and not self.ctx.helo:
             await self.send("503 Error: send HELO/EHLO first")
             return False
@@ -478,6 +597,7 @@ class Session:
             await self.send("501 Error: invalid parameter syntax")
             return False
         self.ctx.etrn_domain = domain
+        self.ctx.state = "ETRN"
         lists = [(k, svc.lists[k]) for k in ("client", "helo", "etrn")]
         verdict = await evaluate(lists, self.ctx, svc, EvalState())
         if verdict is not None and verdict.reply is not None:
@@ -505,6 +625,7 @@ class Session:
             await self.send("554 5.5.1 Error: no valid recipients")
             return False
         self.ctx.recipient = tx.recipients[0].address if len(tx.recipients) == 1 else None
+        self.ctx.state = "DATA"
         verdict = await evaluate([("data", svc.lists["data"])], self.ctx, svc, EvalState())
         if verdict is not None and verdict.reply is not None:
             self._reject_log("DATA", verdict.reply)
@@ -518,10 +639,14 @@ class Session:
             self.in_data = False
         assert tx.queue_id is not None
         qid = tx.queue_id
+        prepend = "".join(f"{h}\r\n" for h in self.ctx.prepend)
+        actions = MessageActions.of(self.ctx)
         self._reset()
         if problem:
             self._reject_log("END-OF-MESSAGE", problem)
             await self.send(problem)
+            if problem.code == 521:
+                raise Disconnect()
             return False
         arrival = cleanup.Arrival(
             helo=self.ctx.helo,
@@ -530,13 +655,18 @@ class Session:
             protocol=self._protocol_name(tx),
             queue_id=qid,
             recipients=[r.address for r in tx.recipients],
+            tls=f"(using {self.tls_info})" if self.tls_info else None,
         )
-        content = cleanup.received_header(arrival, self.host) + content
+        content = prepend.encode() + cleanup.received_header(arrival, self.host) + content
         if cleanup.count_received(content) >= cfg.int("hopcount_limit"):
             reply = Reply(554, "5.4.0", "Error: too many hops")
             self._reject_log("END-OF-MESSAGE", reply)
             await self.send(reply)
             return False
+        if actions.discard:
+            log.info("cleanup", f"{qid}: discarded (DISCARD action); not queued")
+            await self.send(f"250 2.0.0 Ok: queued as {qid}")
+            return True
         env = Envelope(
             id=qid,
             sender=tx.sender,
@@ -549,11 +679,15 @@ class Session:
             envid=tx.envid,
             client=self.ctx.client,
         )
+        actions.apply(env)
         try:
             await self.server.spool.commit(env, content)
         except SpoolError as e:
             log.warning("cleanup", f"{qid}: queue file write error: {e}")
-            await self.send("451 4.3.0 Error: queue file write error")
+            if _disk_full(e):
+                await self.send("452 4.3.1 Insufficient system storage")
+            else:
+                await self.send("451 4.3.0 Error: queue file write error")
             return False
         log.info(
             "qmgr",
@@ -566,53 +700,127 @@ class Session:
         return True
 
     def _protocol_name(self, tx: Transaction) -> str:
-        if tx.smtputf8:
-            return "UTF8SMTP"
-        return self.ctx.protocol
+        """SMTP, ESMTP or UTF8SMTP, with an S appended for a TLS session (RFC 3848)."""
+        name = "UTF8SMTP" if tx.smtputf8 else self.ctx.protocol
+        return name + "S" if self.tls_info else name
 
     async def _read_data(self, cfg: object) -> tuple[bytes, Reply | None]:
-        """Read the message up to the end-of-data line; un-stuff dots.
-
-        ``smtpd_forbid_bare_newline = yes`` (normalize, our default): a ``.``
-        line ends the data only when it and the line before it ended in CRLF;
-        otherwise the dot line is dropped, so no smuggled message can follow.
-        """
-        svc = self.svc
-        c = svc.cfg
-        limit = c.int("message_size_limit")
+        """Read the message up to the end-of-data line (see DataReader)."""
+        c = self.svc.cfg
+        reader = DataReader(
+            mode=self.bare_mode,
+            size_limit=c.int("message_size_limit"),
+            header_limit=c.int("header_size_limit"),
+        )
         line_limit = c.int("line_length_limit")
         timeout = c.time("smtpd_timeout")
-        normalize = c.str("smtpd_forbid_bare_newline") != "no"
-        parts: list[bytes] = []
-        size = 0
-        too_big = False
-        prev_bare = False
-        at_line_start = True
         while True:
             records = await self.conn.read_records(line_limit, timeout)
-            for content, bare, complete in records:
-                if complete and at_line_start and content == b".":
-                    if not normalize or (not bare and not prev_bare):
-                        if too_big:
-                            return b"", Reply(552, "5.3.4", "Error: message file too big")
-                        return b"".join(parts), None
-                    prev_bare = bare
-                    continue
-                if at_line_start and content[:1] == b".":
-                    content = content[1:]
-                if not normalize and complete:
-                    content = content.rstrip(b"\r")
+            if reader.feed(records):
+                break
+        self.conn.unread_records(records[reader.used:])
+        if reader.too_big:
+            return b"", Reply(552, "5.3.4", "Error: message file too big")
+        if reader.bare_lf and self.bare_mode == "reject":
+            code = c.int("smtpd_forbid_bare_newline_reject_code")
+            return b"", Reply(code, "5.5.2", f"{self.host} Error: bare <LF> received")
+        return reader.content(), None
+
+
+class DataReader:
+    """DATA records to message content: end of data, dot-unstuffing, limits.
+
+    Modes of smtpd_forbid_bare_newline (spec §9): ``no`` strips every CR before
+    LF and ends the data at any ``.`` line; ``normalize`` and ``reject`` end it
+    only at a ``.`` line that, like the line before it, ended in CRLF, and drop
+    other ``.`` lines, so no second, smuggled message can follow; ``reject``
+    also notes any bare LF (``bare_lf``) for a refusal after the end.
+    Outside ``no`` a stray CR inside a line becomes a space, so what is
+    passed on has CRLF line ends only.
+    A header longer than ``header_limit`` is cut there, the excess (also its
+    continuation lines) discarded, as Postfix does; content beyond
+    ``size_limit`` is read and dropped (``too_big``).
+    """
+
+    def __init__(self, mode: str, size_limit: int, header_limit: int) -> None:
+        self.mode = mode
+        self.size_limit = size_limit
+        self.header_limit = header_limit
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.too_big = False
+        self.bare_lf = False
+        self._prev_bare = False
+        self._line_start = True
+        self._in_headers = True
+        self._header_len = -1  # bytes kept of the current header; -1 before the first
+        self._header_cut = False
+        self.used = 0
+
+    def content(self) -> bytes:
+        return b"".join(self.parts)
+
+    def feed(self, records: list[tuple[bytes, bool, bool]]) -> bool:
+        """Take (content, bare_lf, complete) records; True at the end of data.
+
+        ``used`` tells how many records of this batch belonged to the
+        message; the rest are pipelined commands for the caller to hand back.
+        """
+        for self.used, (content, bare, complete) in enumerate(records, 1):
+            if self.mode == "no":
+                bare = False
                 if complete:
-                    size += len(content) + 2
-                    at_line_start = True
-                    prev_bare = bare
-                else:
-                    size += len(content)
-                    at_line_start = False
-                if too_big:
-                    continue
-                if limit and size > limit:
-                    too_big = True
-                    parts.clear()
-                    continue
-                parts.append(content + b"\r\n" if complete else content)
+                    content = content.rstrip(b"\r")
+            elif b"\r" in content:
+                # A stray CR is never passed on: a next hop that took it for a
+                # line end could be smuggled a message (cleanup_replace_stray_cr_lf).
+                content = content.replace(b"\r", b" ")
+            if complete and self._line_start and content == b".":
+                if self.mode == "no" or (not bare and not self._prev_bare):
+                    return True
+                self._prev_bare = bare
+                self.bare_lf = True
+                continue
+            if complete and bare:
+                self.bare_lf = True
+            if self._line_start and content[:1] == b".":
+                content = content[1:]
+            line_start = self._line_start
+            self._line_start = complete
+            if complete:
+                self.size += len(content) + 2
+                self._prev_bare = bare
+            else:
+                self.size += len(content)
+            if self.too_big:
+                continue
+            if self.size_limit and self.size > self.size_limit:
+                self.too_big = True
+                self.parts.clear()
+                continue
+            piece = self._header(content, line_start, complete)
+            if piece is not None:
+                self.parts.append(piece)
+        return False
+
+    def _header(self, content: bytes, line_start: bool, complete: bool) -> bytes | None:
+        """The bytes to store for this record, after header_size_limit; None to drop it."""
+        end = b"\r\n" if complete else b""
+        if not self._in_headers:
+            return content + end
+        if line_start:
+            if content[:1] in (b" ", b"\t") and self._header_len >= 0:
+                self._header_len += 1  # the line break that joins a folded header
+            elif _HEADER_START.match(content):
+                self._header_len, self._header_cut = 0, False
+            else:  # an empty line or body text: the headers are over
+                self._in_headers = False
+                return content + end
+        if self._header_cut:
+            return None
+        room = self.header_limit - self._header_len if self.header_limit else len(content)
+        if len(content) > room:
+            self._header_cut = True
+            return content[: max(room, 0)] + b"\r\n"
+        self._header_len += len(content)
+        return content + end

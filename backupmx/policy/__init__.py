@@ -1,0 +1,1 @@
+"""Policy delegation: the protocol client and server, and built-in greylisting."""

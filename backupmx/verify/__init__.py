@@ -1,0 +1,1 @@
+"""Address verification: probes to the primary through ``smtp/`` and the persistent cache."""

@@ -1,0 +1,81 @@
+"""The benchmark's markdown table for docs/performance.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "accept": ("≥ 2.0×", 2.0),
+    "relay": ("≥ 1.5×", 1.5),
+    "drain": ("≥ 1.0×", 1.0),
+}
+
+HEADER = """# Performance: backupmx beside Postfix
+
+`make bench` runs a private Postfix ({postfix}) and backupmx as the same backup MX on this
+machine, drives both with Postfix's `smtp-source` (4 KiB messages) and receives with
+`smtp-sink` as the primary. Each figure is the median of {runs} runs; the ratio is
+backupmx/Postfix from the same run. Absolute numbers are noise on a shared machine; the
+ratios are the result.
+
+Machine: {cores} cores, Linux {kernel}, filesystem {filesystem}, Python {python}; run {date}.
+
+"""
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "n/a"
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> None:
+    r = report["results"]
+    pf, bm = r["postfix"], r["backupmx"]
+    m = report["machine"]
+    out = [HEADER.format(runs=report["runs"], date=report["date"], **m)]
+    out.append("| figure | Postfix | backupmx | ratio | target | met |")
+    out.append("| --- | --- | --- | --- | --- | --- |")
+    for key in pf:
+        if not isinstance(pf[key], (int, float)) or key == "recovery":
+            continue
+        family = key.split(":")[0]
+        goal, need = TARGETS.get(family, ("", 0.0))
+        ratio = bm.get(key, 0) / pf[key] if pf[key] else 0
+        met = "yes" if ratio >= need else "no"
+        label = {"accept": "durable acceptance, primary down", "relay": "relay end to end",
+                 "drain": f"drain of {report.get('drain', 20000)} after recovery"}[family]
+        detail = key.split(":")[1] if ":" in key else ""
+        if detail:
+            label += f", {detail.replace('x10rcpt', ' sessions, 10 rcpt')}"
+            if detail.isdigit():
+                label += " sessions"
+        out.append(f"| {label} (msg/s) | {pf[key]:.0f} | {bm.get(key, 0):.0f} | "
+                   f"{_ratio(bm.get(key, 0), pf[key])} | {goal} | {met} |")
+    if "recovery" in pf:
+        out.append(f"| recovery to first delivery, no flush (s) | {pf['recovery']:.1f} | "
+                   f"{bm['recovery']:.1f} | | < 2 s | "
+                   f"{'yes' if bm['recovery'] < 2 else 'no'} |")
+    if "idle" in pf:
+        a, b = pf["idle"], bm["idle"]
+        out.append(f"| idle sessions held (of {report.get('idle', 10000)}) | {a['sessions']:.0f} | "
+                   f"{b['sessions']:.0f} | | all | "
+                   f"{'yes' if b['sessions'] >= 10000 else 'no'} |")
+        out.append(f"| RSS holding them (MiB) | {a['rss_mib']:.0f} | {b['rss_mib']:.0f} | | "
+                   f"< 300 | {'yes' if b['rss_mib'] < 300 else 'no'} |")
+        out.append(f"| p99 time to banner meanwhile (s) | {a['p99_banner_s']:.3f} | "
+                   f"{b['p99_banner_s']:.3f} | | < 1 s | "
+                   f"{'yes' if b['p99_banner_s'] < 1 else 'no'} |")
+    if "queue" in pf:
+        a, b = pf["queue"], bm["queue"]
+        out.append(f"| 100,000 queued: RSS (MiB) | {a['rss_mib']:.0f} | {b['rss_mib']:.0f} | | "
+                   f"< 500 | {'yes' if b['rss_mib'] < 500 else 'no'} |")
+        out.append(f"| 100,000 queued: start to accepting (s) | {a['accept_s']:.2f} | "
+                   f"{b['accept_s']:.2f} | | | |")
+        out.append(f"| 100,000 queued: start to delivering (s) | {a['deliver_s']:.2f} | "
+                   f"{b['deliver_s']:.2f} | | < 10 s | "
+                   f"{'yes' if b['deliver_s'] < 10 else 'no'} |")
+    text = "\n".join(out) + "\n"
+    notes = path.with_name("performance-notes.md")
+    if notes.exists():
+        text += "\n" + notes.read_text()
+    path.write_text(text)
