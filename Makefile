@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint
+.PHONY: run test lint bench
 
 # The stamps make a second run fast: pip runs again only when pyproject.toml changes.
 $(BIN)/python:
@@ -28,5 +28,10 @@ test: $(VENV)/.installed-dev
 	$(BIN)/pytest -q
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check backupmx tests
+	$(BIN)/ruff check backupmx tests bench
 	$(BIN)/mypy backupmx
+
+# The benchmark beside a private Postfix (see docs/performance.md); about 20 minutes.
+bench: $(VENV)/.installed-dev
+	./scripts/install-test-deps.sh
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -14,6 +14,7 @@ import heapq
 import itertools
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -179,7 +180,8 @@ class Qmgr:
     async def run(self) -> None:
         while not self._stopping:
             now = time.time()
-            while self._heap and self._heap[0][0] <= now:
+            limit = self.svc.cfg.int("qmgr_message_active_limit")
+            while self._heap and self._heap[0][0] <= now and len(self.active) < limit:
                 _, _, qid = heapq.heappop(self._heap)
                 env = self.msgs.get(qid)
                 if env is None or env.hold or qid in self.active:
@@ -191,6 +193,8 @@ class Qmgr:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             timeout = self._heap[0][0] - now if self._heap else self.svc.cfg.time("queue_run_delay")
+            if len(self.active) >= limit:
+                timeout = self.svc.cfg.time("queue_run_delay")  # a finishing attempt wakes us
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, timeout))
@@ -224,6 +228,7 @@ class Qmgr:
         finally:
             self.active.discard(env.id)
             self._done_waiting(env.id)
+            self._wake.set()
 
     def _done_waiting(self, qid: str) -> None:
         keep = []
@@ -238,11 +243,15 @@ class Qmgr:
     async def _attempt_inner(self, env: Envelope) -> None:
         svc = self.svc
         cfg = svc.cfg
-        try:
-            content = self.server.spool.content(env.id)
-        except KeyError:
-            self.msgs.pop(env.id, None)
-            return
+        cache: list[bytes] = []
+
+        def content() -> bytes:
+            # Read only when a connection is ready: attempts waiting for their
+            # destination's concurrency slot hold no message content in memory.
+            if not cache:
+                cache.append(self.server.spool.content(env.id))
+            return cache[0]
+
         groups: dict[str, list[Recipient]] = defaultdict(list)
         for r in env.open_recipients:
             groups[r.domain].append(r)
@@ -258,8 +267,11 @@ class Qmgr:
             for r in rcpts:
                 results.append((r, by_addr[r.address]))
 
-        await asyncio.gather(*(one(d, rs) for d, rs in groups.items()))
-        await self._apply(env, results, content)
+        try:
+            await asyncio.gather(*(one(d, rs) for d, rs in groups.items()))
+            await self._apply(env, results, content)
+        except KeyError:  # the content is gone (deleted, or moved aside as damaged)
+            self.msgs.pop(env.id, None)
 
     def _nexthop_for(self, svc: Services, rcpt: Recipient) -> tuple[str, NextHop | str | None]:
         """transport_maps, then relayhost, then the recipient domain (None)."""
@@ -282,7 +294,7 @@ class Qmgr:
         return "smtp", parse_nexthop(relayhost[0]) if relayhost else None
 
     async def _deliver_group(
-        self, env: Envelope, domain: str, rcpts: list[Recipient], content: bytes
+        self, env: Envelope, domain: str, rcpts: list[Recipient], content: Callable[[], bytes]
     ) -> list[RcptResult]:
         svc = self.svc
         cfg = svc.cfg
@@ -317,7 +329,7 @@ class Qmgr:
         except RouteError as e:
             return all_(BOUNCED if e.permanent else DEFERRED, e.status, e.text)
         res = await deliver(
-            servers, env.sender, rcpts, content, env=env, settings=self.client_settings(),
+            servers, env.sender, rcpts, content(), env=env, settings=self.client_settings(),
             pool=self.pool,
         )
         if res and all(x.kind == DEFERRED for x in res) and all(
@@ -375,7 +387,8 @@ class Qmgr:
         )
 
     async def _apply(
-        self, env: Envelope, results: list[tuple[Recipient, RcptResult]], content: bytes
+        self, env: Envelope, results: list[tuple[Recipient, RcptResult]],
+        content: Callable[[], bytes],
     ) -> None:
         cfg = self.svc.cfg
         now = time.time()
@@ -421,7 +434,7 @@ class Qmgr:
                 for r in deferred:
                     r.next_attempt = when
         if failures:
-            await self._notify_sender(env, failures, content, now)
+            await self._notify_sender(env, failures, content(), now)
         if env.done:
             self.msgs.pop(env.id, None)
             await self.server.spool.remove(env.id)

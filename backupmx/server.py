@@ -10,6 +10,7 @@ delivery leaves its recipients queued.
 from __future__ import annotations
 
 import asyncio
+import resource
 import shutil
 import signal
 import time
@@ -175,9 +176,10 @@ async def serve(cfg: config.Config) -> int:
 
 
 def run(cfg: config.Config) -> int:
-    try:
-        import uvloop
-
-        return int(uvloop.run(serve(cfg)))
-    except ImportError:
-        return asyncio.run(serve(cfg))
+    # Every session is a file descriptor: take all the system allows.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # The standard event loop on purpose: under uvloop, pooled delivery connections
+    # (aiosmtplib on a reused session) stalled waiting for the reply to the final dot.
+    return asyncio.run(serve(cfg))

@@ -54,7 +54,7 @@ class Postfix:
         lines = []
         for line in master.splitlines():
             if re.match(r"^smtp\s+inet\s", line):
-                line = f"{self.host}:{self.port} inet  n       -       n       -       -       smtpd"
+                line = f"{self.host}:{self.port} inet  n  -  n  -  -  smtpd"
             elif line and not line.startswith(("#", " ", "\t")):
                 fields = line.split()
                 if len(fields) >= 5 and fields[4] == "y":  # no chroot: it needs a prepared jail

@@ -193,7 +193,7 @@ async def _idle(host: str, port: int, n: int, timeout: float) -> tuple[int, list
             conns.append(w)
             await r.readline()
             w.write(b"EHLO client.example.net\r\n")
-            while (line := await r.readline())[3:4] == b"-":
+            while (await r.readline())[3:4] == b"-":
                 pass
             done += 1
         except OSError:
@@ -301,9 +301,11 @@ def main() -> int:
                              free_port(["127.0.0.1"])),
     }
     results: dict[str, dict[str, Any]] = {name: {} for name in targets}
-    want = (lambda k: not only or k in only)
+    def want(key: str) -> bool:
+        return not only or key in only
+
     try:
-        for name, t in targets.items():
+        for t in targets.values():
             t.setup()
             t.start()
             wait_banner(t.host, t.port)
