@@ -18,7 +18,6 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
-
 REVERSE_TTL = 60.0
 
 

@@ -85,17 +85,25 @@ def rcpt(pf: Postfix) -> tuple[int, str]:
     return code, text.decode()
 
 
+def wait_text(path, text: str, timeout: float = 10.0) -> None:
+    """Log lines reach the file within a fraction of a second (buffered writes)."""
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text():
+        assert time.monotonic() < deadline, f"{text!r} not in {path}:\n{path.read_text()}"
+        time.sleep(0.1)
+
+
 def test_real_postfix_is_greylisted_by_policy_server(postfix, policy_server):
     _, log = policy_server
     assert rcpt(postfix) == (450, "4.2.0 <alice@nausch.org>: Recipient address rejected: "
                                   "Greylisted, see http://postgrey.schweikert.ch/help/nausch.org.html")
-    assert "action=greylist, reason=new, client_name=unknown, client_address=127.0.0.5, " \
-           "sender=sender@sender.example, recipient=alice@nausch.org" in log.read_text()
+    wait_text(log, "action=greylist, reason=new, client_name=unknown, client_address=127.0.0.5, "
+                   "sender=sender@sender.example, recipient=alice@nausch.org")
     deadline = time.monotonic() + 30
     while (result := rcpt(postfix))[0] != 250:
         assert result[0] == 450 and time.monotonic() < deadline, result
         time.sleep(1)
     assert result == (250, "2.1.5 Ok")
-    assert "action=pass, reason=triplet found" in log.read_text()
+    wait_text(log, "action=pass, reason=triplet found")
     assert "NOQUEUE: reject: RCPT from unknown[127.0.0.5]: 450 4.2.0 <alice@nausch.org>" \
         in postfix.log()
