@@ -36,7 +36,11 @@ if TYPE_CHECKING:
     from backupmx.server import Server
     from backupmx.services import Services
 
-_SITE_FAILURES = ("connect to ", "lost connection", "conversation with", "host ")
+# Failures that mean "nobody there" (Postfix's dead destination).  A session that
+# broke after the greeting (a stall after the final dot, a dropped connection) is
+# not one: the health probe would find that server "alive" and flush it into the
+# same failure again, sending one more copy each time.
+_UNREACHABLE = ("connect to ",)
 WATCH_INTERVAL = 1.0
 SUSPENDED = "delivery temporarily suspended: "
 
@@ -332,9 +336,7 @@ class Qmgr:
             servers, env.sender, rcpts, content(), env=env, settings=self.client_settings(),
             pool=self.pool,
         )
-        if res and all(x.kind == DEFERRED for x in res) and all(
-            x.reply.startswith(_SITE_FAILURES[:3]) for x in res
-        ):
+        if res and all(x.kind == DEFERRED and x.reply.startswith(_UNREACHABLE) for x in res):
             self._dead[domain] = Dead(now + cfg.time("minimal_backoff_time"), res[0].reply)
             self._watch(domain, servers)
         else:
