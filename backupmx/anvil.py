@@ -12,8 +12,6 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from backupmx.netlist import NetList
-
 if TYPE_CHECKING:
     from backupmx.services import Services
     from backupmx.smtpd.session import Session
@@ -56,8 +54,7 @@ class Anvil:
         return len(q)
 
     def _exempt(self, ip: str, session: Session, svc: Services) -> bool:
-        items = svc.cfg.list("smtpd_client_event_limit_exceptions")
-        return NetList(items, svc.maps, True).match(ip, session.ctx.client_name)
+        return svc.event_limit_exceptions.match(ip, session.ctx.client_name)
 
     def release(self, session: Session) -> None:
         if id(session) not in self._counted:

@@ -32,11 +32,23 @@ def count_received(content: bytes) -> int:
     return n
 
 
+_last_date: tuple[int, str] = (0, "")
+
+
+def _date(now: float) -> str:
+    """RFC 5322 date of this second (formatted once per second, not per message)."""
+    global _last_date
+    second = int(now)
+    if _last_date[0] != second:
+        _last_date = (second, email.utils.formatdate(second, localtime=True))
+    return _last_date[1]
+
+
 def received_header(a: Arrival, myhostname: str, now: float | None = None) -> bytes:
     """Our Received: line (RFC 5321 4.4) in Postfix's layout."""
     ip = f"IPv6:{a.client_ip}" if ":" in a.client_ip else a.client_ip
     first = a.helo if a.helo else a.client_name
-    date = email.utils.formatdate(now if now is not None else time.time(), localtime=True)
+    date = _date(now if now is not None else time.time())
     lines = [f"Received: from {first} ({a.client_name} [{ip}])"]
     if a.tls:
         lines.append(f"\t{a.tls}")

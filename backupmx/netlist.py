@@ -7,6 +7,7 @@ per-RCPT questions without parsing anything again.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterator
@@ -165,6 +166,7 @@ def _is_address(text: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def _client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The client address; an IPv4-mapped IPv6 address counts as the IPv4 address."""
     try:

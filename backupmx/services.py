@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from backupmx import addr
 from backupmx.config import Config, ConfigError, ConfigIssue
@@ -84,8 +84,11 @@ class Services:
     own_literals: frozenset[str]
     lists: dict[str, RList]
     listen: list[tuple[str, int]]
+    bare_newline_exclusions: NetList
+    event_limit_exceptions: NetList
     policy: PolicyServices  # policy-server connections and the greylist store
     verifier: Verifier  # process-wide, survives reloads (backupmx/verify/service.py)
+    _resolved: dict[str, addr.Resolved] = field(default_factory=dict)
 
     def is_own_ip(self, ip: str) -> bool:
         try:
@@ -101,7 +104,14 @@ class Services:
         return self.mydestination.match(d)
 
     def resolve(self, address: str) -> addr.Resolved:
-        return addr.resolve(address, self.is_local_domain, self.cfg.str("myhostname"))
+        """The canonical form of an address (cached: several checks ask per RCPT)."""
+        hit = self._resolved.get(address)
+        if hit is None:
+            hit = addr.resolve(address, self.is_local_domain, self.cfg.str("myhostname"))
+            if len(self._resolved) > 10000:
+                self._resolved.clear()
+            self._resolved[address] = hit
+        return hit
 
     def rcpt_lists(self) -> list[tuple[str, RList]]:
         first, second = ("relay", "recipient")
@@ -149,6 +159,8 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
             issue(param, f"{param}: {e}")
             return DomainList([], maps, True)
 
+    bare_exclusions = netlist("smtpd_forbid_bare_newline_exclusions", "mynetworks")
+    event_exceptions = netlist("smtpd_client_event_limit_exceptions", "mynetworks")
     mynetworks = netlist("mynetworks", "mynetworks")
     mydestination = domainlist("mydestination", "mydestination")
     relay_domains = domainlist("relay_domains", "relay_domains")
@@ -205,6 +217,8 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
         own_literals=literals,
         lists=lists,
         listen=listen,
+        bare_newline_exclusions=bare_exclusions,
+        event_limit_exceptions=event_exceptions,
         policy=PolicyServices(cfg),
         verifier=verifier,
     )

@@ -15,6 +15,11 @@ from typing import Any, cast
 HIGH_WATER = 256 * 1024
 
 
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)
+
+
 class Closed(Exception):
     """The client went away."""
 
@@ -33,7 +38,7 @@ class Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.eof = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None  # result True: timed out
         self._drain: asyncio.Future[None] | None = None
         self._paused_reading = False
         self._out: list[bytes] = []
@@ -83,7 +88,7 @@ class Conn(asyncio.Protocol):
     def _wake(self) -> None:
         w = self._waiter
         if w is not None and not w.done():
-            w.set_result(None)
+            w.set_result(False)
 
     # --- reading ------------------------------------------------------------
     def _deadline(self, timeout: float) -> float:
@@ -113,13 +118,17 @@ class Conn(asyncio.Protocol):
             wait = self.session_deadline - now
         if wait <= 0:
             raise SessionExpired() if capped else TimeoutError()
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        # One timer on the future itself: cheaper than asyncio.wait_for per read.
+        timer = loop.call_later(wait, _expire, waiter)
         try:
-            await asyncio.wait_for(self._waiter, wait)
-        except TimeoutError:
-            raise SessionExpired() if capped else TimeoutError() from None
+            await waiter
         finally:
+            timer.cancel()
             self._waiter = None
+        if waiter.result():
+            raise SessionExpired() if capped else TimeoutError()
         if self._interrupted:
             raise Interrupted()
 

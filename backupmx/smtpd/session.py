@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from backupmx import addr, cleanup, tls
 from backupmx.envelope import Envelope, Recipient
 from backupmx.log import log
-from backupmx.netlist import NetList
 from backupmx.policy.request import new_instance
 from backupmx.queue.ids import new_id
 from backupmx.queue.store import SpoolError
@@ -156,9 +155,7 @@ class Session:
             self.ctx.reverse_name = name
             if status == "nxdomain":
                 self.ctx.reverse_name = await unverified_name(svc, ip)
-        if self.bare_mode != "no" and NetList(
-            cfg.list("smtpd_forbid_bare_newline_exclusions"), svc.maps, True
-        ).match(ip, self.ctx.client_name):
+        if self.bare_mode != "no" and svc.bare_newline_exclusions.match(ip, self.ctx.client_name):
             self.bare_mode = "no"
         log.info("smtpd", f"connect from {self.ctx.client}")
         try:
