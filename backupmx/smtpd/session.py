@@ -711,6 +711,12 @@ class Session:
         )
         line_limit = c.int("line_length_limit")
         timeout = c.time("smtpd_timeout")
+        size_limit = c.int("message_size_limit")
+        header_limit = c.int("header_size_limit")
+        plain_limit = min(x for x in (size_limit, header_limit, 1 << 20) if x)
+        plain = await self.conn.plain_message(plain_limit, timeout)
+        if plain is not None:
+            return plain, None
         while True:
             records = await self.conn.read_records(line_limit, timeout)
             if reader.feed(records):
