@@ -10,6 +10,7 @@ SMTP transaction.  Results are persisted before the next attempt is planned.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import time
@@ -91,6 +92,7 @@ class Qmgr:
         self._dest_sem: dict[str, asyncio.Semaphore] = {}
         self._dead: dict[str, Dead] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._settings: tuple[Services, ClientSettings] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._flush_waiters: list[tuple[set[str], asyncio.Future[None]]] = []
         self.pool = ConnectionPool()
@@ -293,9 +295,9 @@ class Qmgr:
                 if value is not None:
                     transport, hop = parse_transport(value)
                     if transport in ("", "smtp", "relay") and hop is None and relayhost:
-                        return transport, parse_nexthop(relayhost[0])
+                        return transport, _nexthop(relayhost[0])
                     return transport, hop
-        return "smtp", parse_nexthop(relayhost[0]) if relayhost else None
+        return "smtp", _nexthop(relayhost[0]) if relayhost else None
 
     async def _deliver_group(
         self, env: Envelope, domain: str, rcpts: list[Recipient], content: Callable[[], bytes]
@@ -368,6 +370,14 @@ class Qmgr:
         self._watchers[domain] = asyncio.create_task(knock())
 
     def client_settings(self) -> ClientSettings:
+        """The delivery settings of the running configuration (built once per reload)."""
+        if self._settings is not None and self._settings[0] is self.svc:
+            return self._settings[1]
+        settings = self._build_settings()
+        self._settings = (self.svc, settings)
+        return settings
+
+    def _build_settings(self) -> ClientSettings:
         cfg = self.svc.cfg
         bind = cfg.str("smtp_bind_address")
         return ClientSettings(
@@ -470,6 +480,11 @@ class Qmgr:
         await self.server.spool.commit(notice, dsn)
         log.info("bounce", f"{env.id}: sender non-delivery notification: {notice.id}")
         self.submit(notice)
+
+
+@functools.lru_cache(maxsize=256)
+def _nexthop(text: str) -> NextHop:
+    return parse_nexthop(text)
 
 
 def _remote(relay: str) -> str | None:

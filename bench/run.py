@@ -212,18 +212,22 @@ async def _idle(host: str, port: int, n: int, timeout: float) -> tuple[int, list
     return done, conns
 
 
-async def _banner_times(host: str, port: int, count: int) -> list[float]:
-    out = []
-    for _ in range(count):
-        t0 = time.monotonic()
-        try:
-            r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-            await asyncio.wait_for(r.readline(), 10)
-            out.append(time.monotonic() - t0)
-            w.close()
-        except (OSError, TimeoutError):
-            out.append(10.0)
-    return out
+async def _banner_times(host: str, port: int, count: int, limit: float = 10.0) -> list[float]:
+    """Seconds to the banner for ``count`` new clients, 20 at a time; ``limit`` if none came."""
+    sem = asyncio.Semaphore(20)
+
+    async def one() -> float:
+        async with sem:
+            t0 = time.monotonic()
+            try:
+                r, w = await asyncio.wait_for(asyncio.open_connection(host, port), limit)
+                await asyncio.wait_for(r.readline(), limit)
+                w.close()
+                return time.monotonic() - t0
+            except (OSError, TimeoutError):
+                return limit
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
 def idle_sessions(t: Target, n: int) -> dict[str, float]:
@@ -281,6 +285,8 @@ def main() -> int:
     ap.add_argument("--queue", type=int, default=100000)
     ap.add_argument("--recovery-limit", type=float, default=420)
     ap.add_argument("--only", default="", help="comma list of figures to run")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other figures of bench/results.json (with --only)")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -353,6 +359,10 @@ def main() -> int:
         for t in targets.values():
             t.stop()
         dns.stop()
+    if args.merge and (REPO / "bench" / "results.json").exists():
+        old = json.loads((REPO / "bench" / "results.json").read_text())["results"]
+        for name in results:
+            results[name] = {**old.get(name, {}), **results[name]}
     report = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "runs": args.runs, "count": args.count, "drain": args.drain, "idle": args.idle,
               "queue": args.queue, "results": results}

@@ -17,9 +17,10 @@ declare -A PACKAGE_OF=(
     [fail2ban-regex]=fail2ban
     [postgrey]=postgrey
     [nmap]=nmap
+    [redis-server]=redis-server
 )
 # the services those packages ship; none may run outside the tests
-SERVICES=(unbound unbound-resolvconf postfix fail2ban postgrey)
+SERVICES=(unbound unbound-resolvconf postfix fail2ban postgrey redis-server)
 
 have() {
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]

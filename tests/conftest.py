@@ -21,6 +21,7 @@ import pytest
 from tests.peers.backupmx import BackupMX
 from tests.peers.ports import free_port
 from tests.peers.primary import RecordingPrimary
+from tests.peers.redis import RedisServer
 from tests.peers.unbound import Unbound
 
 #: the seed scenario's DNS
@@ -94,6 +95,17 @@ def primary(smtp_port: int) -> Iterator[RecordingPrimary]:
 def sender_mx(smtp_port: int) -> Iterator[RecordingPrimary]:
     """mx.sender.example on 127.0.0.4:P, where bounces and delay notices arrive."""
     server = RecordingPrimary("127.0.0.4", smtp_port, hostname="mx.sender.example")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on 127.0.0.1:port, empty and without persistence."""
+    server = RedisServer(tmp_path / "redis")
     server.start()
     try:
         yield server

@@ -213,7 +213,8 @@ _TABLE: tuple[Param, ...] = (
           "list hit ($rbl_* are filled in per hit)", raw=True),
     # address verification
     _s("address_verify_map", "btree:$data_directory/verify_cache", "Persistent "
-       "address-verification cache; empty keeps it in memory only"),
+       "address-verification cache; redis://HOST:PORT/DB is one shared by several nodes; "
+       "empty keeps it in memory only"),
     _t("address_verify_positive_expire_time", "31d", "d", "Age at which a deliverable result "
        "is forgotten"),
     _t("address_verify_positive_refresh_time", "7d", "d", "Age at which a deliverable result "
@@ -263,7 +264,8 @@ _TABLE: tuple[Param, ...] = (
     _s("smtpd_policy_service_policy_context", "", "Value of the policy_context attribute"),
     # built-in greylisting (check_policy_service builtin:greylist, backupmx policy-server)
     _s("greylist_store", "btree:$data_directory/greylist", "Greylist database: btree:, hash:, "
-       "lmdb: or sqlite:PATH are one SQLite file at PATH"),
+       "lmdb: or sqlite:PATH are one SQLite file at PATH; redis://HOST:PORT/DB is one shared "
+       "by several nodes"),
     _t("greylist_delay", "300s", "s", "How long a new client/sender/recipient triplet is "
        "deferred (postgrey --delay)"),
     _t("greylist_max_age", "35d", "d", "Forget triplets and clients unseen this long "

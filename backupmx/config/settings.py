@@ -24,7 +24,8 @@ _INTEGERS = frozenset({"int", "size", "code", "port"})
 class Config:
     """The parameters of one configuration file (plus overrides), read-only."""
 
-    __slots__ = ("path", "warnings", "_text", "_lines", "_expanded", "_typed", "_undefined")
+    __slots__ = ("path", "warnings", "_text", "_lines", "_expanded", "_typed", "_undefined",
+                 "_seen_int", "_seen_bool", "_seen_str", "_seen_time")
 
     def __init__(self, path: builtins.str, text: dict[builtins.str, builtins.str],
                  lines: dict[builtins.str, int]) -> None:
@@ -35,6 +36,13 @@ class Config:
         self._expanded: dict[builtins.str, builtins.str] = {}
         self._typed: dict[builtins.str, Value] = {}
         self._undefined: dict[builtins.str, set[builtins.str]] = {}
+        # Values already fetched through a typed getter: the session asks for the
+        # same few dozen parameters for every message, so a checked lookup is done
+        # once per name and parameter kind, then it is one dict read.
+        self._seen_int: dict[builtins.str, builtins.int] = {}
+        self._seen_bool: dict[builtins.str, builtins.bool] = {}
+        self._seen_str: dict[builtins.str, builtins.str] = {}
+        self._seen_time: dict[builtins.str, builtins.int] = {}
 
     # -- building (only while loading) -----------------------------------------------------
 
@@ -112,25 +120,42 @@ class Config:
 
     def str(self, name: builtins.str) -> builtins.str:
         """The expanded text of any parameter (the canonical word for a choice)."""
+        hit = self._seen_str.get(name)
+        if hit is not None:
+            return hit
         value = self._typed[self._param(name).name]
-        return value if isinstance(value, builtins.str) else self._expanded[name]
+        text = value if isinstance(value, builtins.str) else self._expanded[name]
+        self._seen_str[name] = text
+        return text
 
     def bool(self, name: builtins.str) -> builtins.bool:
+        hit = self._seen_bool.get(name)
+        if hit is not None:
+            return hit
         self._param(name, {"bool"})
-        return self._typed[name] is True
+        value = self._seen_bool[name] = self._typed[name] is True
+        return value
 
     def int(self, name: builtins.str) -> builtins.int:
         """An integer, size, reply code or port."""
+        hit = self._seen_int.get(name)
+        if hit is not None:
+            return hit
         self._param(name, _INTEGERS)
         value = self._typed[name]
         assert isinstance(value, builtins.int)
+        self._seen_int[name] = value
         return value
 
     def time(self, name: builtins.str) -> builtins.int:
         """A time value in seconds."""
+        hit = self._seen_time.get(name)
+        if hit is not None:
+            return hit
         self._param(name, {"time"})
         value = self._typed[name]
         assert isinstance(value, builtins.int)
+        self._seen_time[name] = value
         return value
 
     def list(self, name: builtins.str) -> builtins.list[builtins.str]:

@@ -5,6 +5,8 @@
 file at exactly PATH, so a configuration written for Postfix-style map types works
 and every node keeps the same on-disk format.  Each write is its own transaction:
 greylisting survives a restart, which is the point of greylisting a retrying MTA.
+``redis://HOST:PORT/DB`` keeps the same records in a Redis that several nodes
+share (backupmx/policy/redis_store.py), so a retry through another node passes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import dataclass
+from typing import Protocol
+
+from backupmx.redisstore import is_redis, parse_url
 
 _TYPES = ("btree", "hash", "lmdb", "sqlite")
 
@@ -21,12 +26,16 @@ class StoreSpecError(ValueError):
 
 
 def store_path(spec: str) -> str:
-    """The file of a store spec; ValueError for what this version cannot open."""
-    if spec.startswith("redis://"):
-        raise StoreSpecError(f"{spec}: redis stores are not supported in this version")
+    """The file (or normalised redis URL) of a store spec; ValueError for what cannot open."""
+    if is_redis(spec):
+        try:
+            return str(parse_url(spec))
+        except ValueError as e:
+            raise StoreSpecError(f"greylist_store: {e}") from None
     kind, sep, path = spec.partition(":")
     if not sep or kind.lower() not in _TYPES or not path:
-        raise StoreSpecError(f"{spec}: expected btree:PATH, hash:PATH, lmdb:PATH or sqlite:PATH")
+        raise StoreSpecError(f"{spec}: expected btree:PATH, hash:PATH, lmdb:PATH, sqlite:PATH "
+                             "or redis://HOST:PORT/DB")
     return path
 
 
@@ -42,7 +51,16 @@ class Client:
     last: float
 
 
-class GreylistStore:
+class Tables(Protocol):
+    def triplet(self, key: str) -> Triplet | None: ...
+    def put_triplet(self, key: str, t: Triplet) -> None: ...
+    def client(self, ip: str) -> Client | None: ...
+    def put_client(self, ip: str, c: Client) -> None: ...
+    def purge(self, now: float, max_age: float, delay: float, retry_window: float) -> int: ...
+    def close(self) -> None: ...
+
+
+class SqliteTables:
     """SQLite tables ``triplet(key, first, last)`` and ``awl(client, count, last)``."""
 
     def __init__(self, path: str) -> None:
@@ -70,7 +88,6 @@ class GreylistStore:
         self.db.execute("INSERT OR REPLACE INTO awl VALUES (?, ?, ?)", (ip, c.count, c.last))
 
     def purge(self, now: float, max_age: float, delay: float, retry_window: float) -> int:
-        """Forget old triplets, never-passed ones past the retry window, and old clients."""
         n = self.db.execute("DELETE FROM triplet WHERE last < ? OR (last - first < ? AND last < ?)",
                             (now - max_age, delay, now - retry_window)).rowcount
         n += self.db.execute("DELETE FROM awl WHERE last < ?", (now - max_age,)).rowcount
@@ -78,3 +95,34 @@ class GreylistStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+class GreylistStore:
+    """The greylist records in the store that ``path`` names (see :func:`store_path`)."""
+
+    def __init__(self, path: str) -> None:
+        if is_redis(path):
+            from backupmx.policy.redis_store import RedisTables
+
+            self.tables: Tables = RedisTables(parse_url(path))
+        else:
+            self.tables = SqliteTables(path)
+
+    def triplet(self, key: str) -> Triplet | None:
+        return self.tables.triplet(key)
+
+    def put_triplet(self, key: str, t: Triplet) -> None:
+        self.tables.put_triplet(key, t)
+
+    def client(self, ip: str) -> Client | None:
+        return self.tables.client(ip)
+
+    def put_client(self, ip: str, c: Client) -> None:
+        self.tables.put_client(ip, c)
+
+    def purge(self, now: float, max_age: float, delay: float, retry_window: float) -> int:
+        """Forget old triplets, never-passed ones past the retry window, and old clients."""
+        return self.tables.purge(now, max_age, delay, retry_window)
+
+    def close(self) -> None:
+        self.tables.close()

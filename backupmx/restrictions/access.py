@@ -29,6 +29,7 @@ from backupmx.restrictions.engine import (
     Context,
     EvalState,
     RestrictionSyntaxError,
+    RList,
     Verdict,
     compile_list,
     restriction,
@@ -127,12 +128,15 @@ def defer_if_permit(ctx: Context, st: EvalState, reply: Reply) -> None:
     st.set_defer_if_permit(reply)
 
 
-def action_log(ctx: Context, kind: str, action: str, text: str) -> None:
-    """``NOQUEUE: hold: RCPT from c[ip]: <N>: <C> triggers HOLD action; from=... ``."""
+def about(ctx: Context, kind: str, text: str) -> str:
+    """``<N>: <C> text``: what a HOLD, DISCARD, REDIRECT or BCC log line says (as Postfix)."""
+    return f"<{subject_of(ctx, kind)}>: {CLASSES[kind][0]} {text}"
+
+
+def action_log(ctx: Context, action: str, text: str) -> None:
+    """``NOQUEUE: hold: RCPT from c[ip]: TEXT; from=<...> to=<...> proto=... helo=<...>``."""
     qid = ctx.queue_id or "NOQUEUE"
-    what = text or f"{CLASSES[kind][0]} triggers {action.upper()} action"
-    parts = [f"{qid}: {action.lower()}: {ctx.state} from {ctx.client}: "
-             f"<{subject_of(ctx, kind)}>: {what};"]
+    parts = [f"{qid}: {action}: {ctx.state} from {ctx.client}: {text};"]
     if ctx.sender is not None:
         parts.append(f"from=<{ctx.sender}>")
     if ctx.recipient is not None:
@@ -169,7 +173,8 @@ async def interpret_action(
         code = svc.cfg.int("access_map_defer_code")
         return Verdict(REJECT, access_reply(ctx, svc, kind, code, "4.7.1", text))
     if upper in ("DEFER_IF_REJECT", "DEFER_IF_PERMIT"):
-        reply = access_reply(ctx, svc, kind, 450, "4.7.1", text or "Service unavailable")
+        code = svc.cfg.int("access_map_defer_code")
+        reply = access_reply(ctx, svc, kind, code, "4.7.1", text or "Service unavailable")
         if upper == "DEFER_IF_REJECT":
             st.set_defer_if_reject(reply)
         else:
@@ -177,10 +182,9 @@ async def interpret_action(
         return DUNNO_V
     if _CODE.match(word):
         code = int(word)
-        reply = access_reply(ctx, svc, kind, code, f"{word[0]}.7.1", text)
-        return Verdict(REJECT, reply, disconnect=reply.code in (421, 521))
+        return Verdict(REJECT, access_reply(ctx, svc, kind, code, f"{word[0]}.7.1", text))
     if upper in ("WARN", "INFO"):
-        action_log(ctx, kind, upper, text)
+        action_log(ctx, upper.lower(), text)
         return DUNNO_V
     return await _message_action(upper, value, text, ctx, svc, st, origin, kind)
 
@@ -191,11 +195,12 @@ async def _message_action(
 ) -> Verdict:
     """The actions that change what happens to the message, else a restriction list."""
     if upper == "HOLD":
-        action_log(ctx, kind, "hold", text)
+        if not ctx.hold:  # once per message, though the lists run again for each RCPT
+            action_log(ctx, "hold", about(ctx, kind, text or "triggers HOLD action"))
         ctx.hold = True
         return DUNNO_V
     if upper == "DISCARD":
-        action_log(ctx, kind, "discard", text)
+        action_log(ctx, "discard", about(ctx, kind, text or "triggers DISCARD action"))
         ctx.discard = True
         return PERMIT_V
     if upper == "PREPEND":
@@ -208,9 +213,9 @@ async def _message_action(
         if not _ADDRESS.match(text):
             log.warning("smtpd", f"{origin}: {upper} needs user@domain, got {text!r}")
             return Verdict(REJECT, CONFIG_ERROR)
-        action_log(ctx, kind, upper.lower(), f"{CLASSES[kind][0]} triggers {upper} {text}")
+        action_log(ctx, upper.lower(), about(ctx, kind, f"triggers {upper} {text}"))
         if upper == "REDIRECT":
-            ctx.redirect = ctx.redirect or text
+            ctx.redirect = text  # the last REDIRECT wins, as in Postfix
         elif text not in ctx.bcc:
             ctx.bcc.append(text)
         return DUNNO_V
@@ -233,16 +238,34 @@ async def _nested(
         log.warning("smtpd", f"{origin}: restriction lists nested deeper than {MAX_DEPTH}")
         return Verdict(REJECT, CONFIG_ERROR)
     list_kind = CLASSES[kind][1]
-    try:
-        rlist = compile_list(origin, items, list_kind)
-    except RestrictionSyntaxError as e:
-        log.warning("smtpd", f"{origin}: {e}")
-        return Verdict(REJECT, CONFIG_ERROR)
+    rlist, error = _compile_prefix(origin, items, list_kind)
     st.depth += 1
     try:
-        return await run_list(rlist, list_kind, ctx, svc, st)
+        v = await run_list(rlist, list_kind, ctx, svc, st)
     finally:
         st.depth -= 1
+    if error is None or v.kind != DUNNO:
+        return v
+    log.warning("smtpd", error)  # it names the table and key already
+    return Verdict(REJECT, CONFIG_ERROR)
+
+
+def _compile_prefix(origin: str, items: list[str], kind: str) -> tuple[RList, str | None]:
+    """The list up to its first bad item, and the error there.
+
+    Postfix meets an unknown name only when evaluation gets to it, so what comes
+    before it (``permit_mynetworks, bogus``) still decides when it can.
+    """
+    try:
+        return compile_list(origin, items, kind), None
+    except RestrictionSyntaxError as e:
+        error = str(e)
+    for n in range(len(items) - 1, 0, -1):
+        try:
+            return compile_list(origin, items[:n], kind), error
+        except RestrictionSyntaxError:
+            continue
+    return compile_list(origin, [], kind), error
 
 
 @dataclass(frozen=True)

@@ -270,7 +270,8 @@ async def run_list(
             reply = v.reply
             if reply.permanent and st.defer_if_reject is not None:
                 reply = st.defer_if_reject
-            return Verdict(REJECT, reply, v.disconnect)
+            # Postfix hangs up after any 421 or 521 it sends: access map, DNS list or policy.
+            return Verdict(REJECT, reply, reply.code in (421, 521))
         if st.defer_if_permit is not None and st.defer_if_reject is not None:
             # Both flags set: the outcome can only be a 4xx.
             return Verdict(REJECT, st.defer_if_permit)

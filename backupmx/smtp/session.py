@@ -370,6 +370,9 @@ def _failure(server: Server, stage: str, err: BaseException) -> SessionFailure:
     )
 
 
+FRESH = 1.0  # seconds a pooled session is trusted without an RSET
+
+
 class ConnectionPool:
     """Idle sessions per (ip, port), kept a few seconds for the next message.
 
@@ -381,15 +384,24 @@ class ConnectionPool:
         self.idle_time = idle_time
         self.max_age = max_age
         self._idle: dict[tuple[str, int], list[tuple[Connection, asyncio.TimerHandle]]] = {}
+        self._parked: dict[int, float] = {}  # id(conn) -> when it was put back
 
     async def get(self, server: Server) -> Connection | None:
-        """An idle session to this server that still answers RSET, or None."""
+        """An idle session to this server that still answers RSET, or None.
+
+        A session put back less than FRESH seconds ago is taken without the RSET
+        round trip: during a drain that RSET was a visible share of the work, and
+        a server that dropped the session meanwhile only defers that attempt.
+        """
         entries = self._idle.get((server.ip, server.port), [])
         while entries:
             conn, timer = entries.pop()
             timer.cancel()
+            parked = self._parked.pop(id(conn), 0.0)
             if not conn.connected:
                 continue
+            if time.monotonic() - parked < FRESH:
+                return conn
             try:
                 resp = await conn.rset()
             except SessionFailure:
@@ -407,11 +419,13 @@ class ConnectionPool:
         key = (conn.server.ip, conn.server.port)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.idle_time, self._expire, key, conn)
+        self._parked[id(conn)] = time.monotonic()
         self._idle.setdefault(key, []).append((conn, timer))
 
     def _expire(self, key: tuple[str, int], conn: Connection) -> None:
         entries = self._idle.get(key, [])
         self._idle[key] = [(c, t) for c, t in entries if c is not conn]
+        self._parked.pop(id(conn), None)
         conn.quit()
 
     async def close_all(self) -> None:
@@ -421,3 +435,4 @@ class ConnectionPool:
                 timer.cancel()
                 conn.quit()
         self._idle.clear()
+        self._parked.clear()

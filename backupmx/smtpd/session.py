@@ -240,7 +240,11 @@ class Session:
             self.last_cmd = cmd
             if cmd in ("HELO", "EHLO", "DATA", "NOOP", "VRFY") and self.conn.pending():
                 self.ctx.illegal_pipelining = True
-            ok = await handler(arg.strip())
+            try:
+                ok = await handler(arg.strip())
+            except Disconnect:
+                self._count(cmd, False)  # it ended the session: failed, as Postfix counts it
+                raise
             self._count(cmd, bool(ok))
             if cmd == "QUIT":
                 return
@@ -500,11 +504,12 @@ class Session:
         stored = self._postmaster(rcpt)
         if stored is None:
             verdict = await evaluate(svc.rcpt_lists(), self.ctx, svc, EvalState())
-            if verdict is None and cfg.bool("smtpd_reject_unlisted_recipient"):
+            discard = self.ctx.discard  # DISCARD accepts every recipient, known or not
+            if verdict is None and cfg.bool("smtpd_reject_unlisted_recipient") and not discard:
                 verdict = await unlisted_recipient(self.ctx, svc)
             if verdict is None:
                 res = svc.resolve(rcpt)
-                if res.local and not res.routed:
+                if res.local and not res.routed and not discard:
                     verdict_reply = Reply(
                         550, "5.1.1",
                         f"<{rcpt}>: Recipient address rejected: "

@@ -1,10 +1,14 @@
-"""The persistent address-verification cache: one SQLite file at the map's path.
+"""The persistent address-verification cache: one SQLite file, or a Redis shared by nodes.
 
 ``address_verify_map`` names the store like a Postfix table (``btree:PATH``,
 ``hash:PATH``, ``lmdb:PATH``, ``sqlite:PATH``); whatever the type, backupmx keeps a
-SQLite database at exactly PATH, so the cache survives restarts.  An empty map
-keeps the cache in memory only.  A small in-memory mirror answers repeated
-queries, so a cache hit at RCPT time costs at most one indexed read.
+SQLite database at exactly PATH, so the cache survives restarts.
+``redis://HOST:PORT/DB`` keeps the records in Redis instead, shared by every node
+that names it (backupmx/verify/redis_cache.py).  An empty map keeps the cache in
+memory only.  A small in-memory mirror answers repeated queries, so a cache hit at
+RCPT time costs at most one indexed read.  With a shared store another node's
+newer record is seen once this node's mirrored one is due for a refresh probe;
+a miss is never mirrored, so a record that another node stored is found at once.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ import os
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Protocol
 
+from backupmx.redisstore import is_redis, parse_url
 from backupmx.verify.decide import Entry
+from backupmx.verify.redis_cache import RedisRecords
 
 STORE_TYPES = ("btree", "hash", "lmdb", "sqlite")
 MIRROR_SIZE = 50_000
@@ -26,15 +33,24 @@ _SCHEMA = (
 
 
 def map_path(spec: str) -> str | None:
-    """The database path of ``address_verify_map``; None for in-memory; ValueError if bad."""
+    """The database path (or redis URL) of ``address_verify_map``; None for in-memory.
+
+    ValueError if the spec names nothing this version can open.
+    """
     spec = spec.strip()
     if not spec:
         return None
+    if is_redis(spec):
+        try:
+            return str(parse_url(spec))
+        except ValueError as e:
+            raise ValueError(f"address_verify_map: {e}") from None
     kind, sep, path = spec.partition(":")
     if not sep or kind.lower() not in STORE_TYPES:
         raise ValueError(
             f"address_verify_map: unsupported store {spec!r} (use "
-            + ", ".join(f"{k}:PATH" for k in STORE_TYPES) + ", or empty for memory only)"
+            + ", ".join(f"{k}:PATH" for k in STORE_TYPES)
+            + ", redis://HOST:PORT/DB, or empty for memory only)"
         )
     if not path:
         raise ValueError(f"address_verify_map: {spec!r}: the path is missing")
@@ -45,103 +61,152 @@ def _printable(text: str) -> str:
     return "".join(c if " " <= c < "\x7f" or c > "\xa0" else "?" for c in text)
 
 
-class Store:
-    """Read-through, write-through cache records keyed by the address exactly as given.
+class Records(Protocol):
+    """Where the records live; ``shared``: other processes write them too."""
 
-    Keys are case-sensitive, as in Postfix.  Only the process that owns the server
-    writes; ``readonly`` opens the file for inspection by the command line.
-    """
+    shared: bool
 
-    def __init__(self, path: str | None, readonly: bool = False) -> None:
-        self.path = path
-        self.readonly = readonly
-        self._db: sqlite3.Connection | None = None
-        self._mirror: OrderedDict[str, Entry | None] = OrderedDict()
-        self._memory: dict[str, Entry] = {}
+    def get(self, address: str) -> Entry | None: ...
+    def put(self, address: str, entry: Entry) -> None: ...
+    def delete(self, address: str) -> None: ...
+    def items(self) -> Iterator[tuple[str, Entry]]: ...
+    def close(self) -> None: ...
 
-    def open(self) -> None:
-        if self._db is not None or self.path is None:
-            return
-        if self.readonly:
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            return
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(_SCHEMA)
-        self._db = db
 
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        self._mirror.clear()
+class MemoryRecords:
+    shared = False
 
-    def _conn(self) -> sqlite3.Connection | None:
-        if self.path is None:
-            return None
-        if self._db is None:
-            self.open()
-        return self._db
+    def __init__(self) -> None:
+        self.records: dict[str, Entry] = {}
 
     def get(self, address: str) -> Entry | None:
-        """The record, or None when there is none (a malformed record counts as none)."""
-        if address in self._mirror:
-            self._mirror.move_to_end(address)
-            return self._mirror[address]
-        db = self._conn()
-        if db is None:
-            return self._memory.get(address)
+        return self.records.get(address)
+
+    def put(self, address: str, entry: Entry) -> None:
+        self.records[address] = entry
+
+    def delete(self, address: str) -> None:
+        self.records.pop(address, None)
+
+    def items(self) -> Iterator[tuple[str, Entry]]:
+        yield from list(self.records.items())
+
+    def close(self) -> None:
+        pass
+
+
+class SqliteRecords:
+    """Table ``verify(address, status, probed, updated, text)`` in the file at ``path``."""
+
+    shared = False
+
+    def __init__(self, path: str, readonly: bool) -> None:
+        self.readonly = readonly
+        if readonly:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            return
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(_SCHEMA)
+
+    def get(self, address: str) -> Entry | None:
         try:
-            row = db.execute(
+            row = self.db.execute(
                 "SELECT status, probed, updated, text FROM verify WHERE address = ?", (address,)
             ).fetchone()
         except sqlite3.OperationalError:
             if self.readonly:
                 return None  # no table yet: nothing was ever stored
             raise
-        entry = None
         if row is not None and row[0] in (0, 1, 2, 3):
-            entry = Entry(int(row[0]), float(row[1]), float(row[2]), str(row[3]))
-        self._remember(address, entry)
-        return entry
+            return Entry(int(row[0]), float(row[1]), float(row[2]), str(row[3]))
+        return None
 
     def put(self, address: str, entry: Entry) -> None:
-        entry = Entry(entry.status, entry.probed, entry.updated, _printable(entry.text))
-        db = self._conn()
-        if db is None:
-            self._memory[address] = entry
-        else:
-            db.execute(
-                "INSERT OR REPLACE INTO verify (address, status, probed, updated, text) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (address, entry.status, entry.probed, entry.updated, entry.text),
-            )
-        self._remember(address, entry)
+        self.db.execute(
+            "INSERT OR REPLACE INTO verify (address, status, probed, updated, text) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (address, entry.status, entry.probed, entry.updated, entry.text),
+        )
 
     def delete(self, address: str) -> None:
-        db = self._conn()
-        if db is None:
-            self._memory.pop(address, None)
-        else:
-            db.execute("DELETE FROM verify WHERE address = ?", (address,))
-        self._remember(address, None)
+        self.db.execute("DELETE FROM verify WHERE address = ?", (address,))
 
     def items(self) -> Iterator[tuple[str, Entry]]:
-        db = self._conn()
-        if db is None:
-            yield from list(self._memory.items())
-            return
-        for a, s, p, u, t in db.execute(
+        for a, s, p, u, t in self.db.execute(
             "SELECT address, status, probed, updated, text FROM verify"
         ).fetchall():
             if s in (0, 1, 2, 3):
                 yield str(a), Entry(int(s), float(p), float(u), str(t))
 
-    def _remember(self, address: str, entry: Entry | None) -> None:
+    def close(self) -> None:
+        self.db.close()
+
+
+class Store:
+    """Read-through, write-through cache records keyed by the address exactly as given.
+
+    Keys are case-sensitive, as in Postfix.  Only the process that owns the server
+    writes (with Redis: the servers of every node); ``readonly`` opens the store for
+    inspection by the command line.
+    """
+
+    def __init__(self, path: str | None, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._records: Records | None = MemoryRecords() if path is None else None
+        self._mirror: OrderedDict[str, Entry | None] = OrderedDict()
+
+    def open(self) -> None:
+        self._conn()
+
+    def close(self) -> None:
+        if self._records is not None and self.path is not None:
+            self._records.close()
+            self._records = None
+        self._mirror.clear()
+
+    def _conn(self) -> Records:
+        if self._records is None:
+            assert self.path is not None  # only a memory store has no path, and it is made
+            if is_redis(self.path):
+                self._records = RedisRecords(parse_url(self.path))
+            else:
+                self._records = SqliteRecords(self.path, self.readonly)
+        return self._records
+
+    def get(self, address: str) -> Entry | None:
+        """The record, or None when there is none (a malformed record counts as none)."""
+        if address in self._mirror:
+            self._mirror.move_to_end(address)
+            return self._mirror[address]
+        records = self._conn()
+        entry = records.get(address)
+        self._remember(records, address, entry)
+        return entry
+
+    def put(self, address: str, entry: Entry) -> None:
+        entry = Entry(entry.status, entry.probed, entry.updated, _printable(entry.text))
+        records = self._conn()
+        records.put(address, entry)
+        self._remember(records, address, entry)
+
+    def delete(self, address: str) -> None:
+        records = self._conn()
+        records.delete(address)
+        self._remember(records, address, None)
+
+    def items(self) -> Iterator[tuple[str, Entry]]:
+        return self._conn().items()
+
+    def _remember(self, records: Records, address: str, entry: Entry | None) -> None:
+        if entry is None and records.shared:
+            self._mirror.pop(address, None)
+            return
         self._mirror[address] = entry
         self._mirror.move_to_end(address)
         while len(self._mirror) > MIRROR_SIZE:

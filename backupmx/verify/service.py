@@ -4,6 +4,12 @@ One :class:`Verifier` per ``address_verify_map`` lives for the whole process, in
 :data:`REGISTRY`, because :class:`~backupmx.services.Services` is rebuilt on every
 reload while the cache, the running probes and the probe sessions must survive
 it.  Concurrent queries for one address share one probe (``_inflight``).
+
+With a ``redis://`` map several nodes share the records, but each keeps its own
+in-memory mirror (backupmx/verify/cache.py): a node answers from its mirrored
+record, so it sees another node's newer result only once its own record is due
+for a refresh probe (``address_verify_*_refresh_time``); probes in flight are not
+shared between nodes.
 """
 
 from __future__ import annotations
@@ -64,8 +70,15 @@ class Verifier:
         return self.store.get(address)
 
     def known_ok(self, address: str, svc: Services) -> bool:
-        """A cached OK that needs no probe: the cheapest possible answer at RCPT time."""
-        d = decide.query(self.store.get(address), time.time(), Timing.from_cfg(svc.cfg))
+        """A cached OK that needs no probe: the cheapest possible answer at RCPT time.
+
+        A store that cannot be read knows nothing: the query then gives its 450.
+        """
+        try:
+            entry = self.store.get(address)
+        except Exception:
+            return False
+        d = decide.query(entry, time.time(), Timing.from_cfg(svc.cfg))
         return d.answer is not None and d.answer.status == OK and not d.probe
 
     async def query(self, address: str, target: str, svc: Services, wait: float) -> Answer:
@@ -160,9 +173,13 @@ class Verifier:
                 return
             await asyncio.sleep(interval)
             t, now = Timing.from_cfg(current().cfg), time.time()
-            gone = [a for a, e in self.store.items() if decide.purgeable(e, now, t)]
-            for a in gone:
-                self.store.delete(a)
+            try:
+                gone = [a for a, e in self.store.items() if decide.purgeable(e, now, t)]
+                for a in gone:
+                    self.store.delete(a)
+            except OSError as e:  # a shared store that is down now: next time
+                log.warning("verify", f"cache {self.spec}: cleanup failed: {e}")
+                continue
             log.info("verify", f"cache {self.spec}: cleanup removed {len(gone)} expired entries")
 
 

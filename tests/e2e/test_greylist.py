@@ -83,7 +83,7 @@ def test_greylist_action_text_and_delay_seconds(backupmx_factory, primary):
 
 
 def test_bad_greylist_store_is_a_configuration_error(backupmx_factory):
-    mx = backupmx_factory(CONFIG + "greylist_store = redis://127.0.0.1:6379/0\n", start=False)
+    mx = backupmx_factory(CONFIG + "greylist_store = redis://127.0.0.1:99999/0\n", start=False)
     res = mx.cli("check")
     assert res.returncode == 2
-    assert "redis stores are not supported in this version" in res.stderr
+    assert "bad port '99999': a number from 1 to 65535" in res.stderr

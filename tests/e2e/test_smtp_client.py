@@ -294,9 +294,23 @@ async def test_two_messages_share_one_pooled_connection(primary: RecordingPrimar
     assert [r.kind for r in first + second] == ["delivered", "delivered"]
     [session] = await asyncio.to_thread(ended_sessions, primary, 1)
     assert len(primary.sessions) == 1
+    # reused at once: no RSET round trip (ConnectionPool.FRESH)
+    assert [c.split(b" ")[0] for c in session.commands] == [
+        b"EHLO", b"MAIL", b"RCPT", b"DATA", b"MAIL", b"RCPT", b"DATA", b"QUIT"]
+    assert [m.data for m in primary.messages] == [CONTENT, b"Subject: 2\r\n\r\n2\r\n"]
+
+
+async def test_a_pooled_connection_idle_for_a_while_is_checked_with_rset(
+    primary: RecordingPrimary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("backupmx.smtp.session.FRESH", 0.0)
+    pool = ConnectionPool(idle_time=5.0)
+    await send([mx(primary)], envelope("a@nausch.org"), pool=pool)
+    await send([mx(primary)], envelope("b@nausch.org"), b"Subject: 2\r\n\r\n2\r\n", pool=pool)
+    await pool.close_all()
+    [session] = await asyncio.to_thread(ended_sessions, primary, 1)
     assert [c.split(b" ")[0] for c in session.commands] == [
         b"EHLO", b"MAIL", b"RCPT", b"DATA", b"RSET", b"MAIL", b"RCPT", b"DATA", b"QUIT"]
-    assert [m.data for m in primary.messages] == [CONTENT, b"Subject: 2\r\n\r\n2\r\n"]
 
 
 async def test_pooled_connection_expires(primary: RecordingPrimary) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -9,7 +10,14 @@ import pytest
 
 from backupmx.config import ConfigError
 from backupmx.envelope import Envelope, Recipient
-from backupmx.restrictions.access import MAX_DEPTH, MessageActions, interpret_action
+from backupmx.log import log
+from backupmx.restrictions.access import (
+    MAX_DEPTH,
+    MessageActions,
+    about,
+    action_log,
+    interpret_action,
+)
 from backupmx.restrictions.engine import EvalState, evaluate
 from tests.unit.restrictions.spamkit import build, ctx, rcpt
 
@@ -234,3 +242,48 @@ def test_message_actions_apply_to_the_envelope() -> None:
     MessageActions(hold=True, redirect="spam@tachtler.net", bcc=("copy@tachtler.net",)).apply(env)
     assert env.hold is True
     assert [r.address for r in env.recipients] == ["spam@tachtler.net", "copy@tachtler.net"]
+
+
+async def test_unknown_name_counts_only_when_evaluation_reaches_it(tmp_path: Path) -> None:
+    entries = "bob@ permit_mynetworks, no_such_restriction\n"
+    assert await one(tmp_path, "check_recipient_access", entries, "reject",
+                     client_ip="127.0.0.1") == "250 ok"
+    assert await one(tmp_path, "check_recipient_access", entries, "reject") == (
+        "451 4.3.5 Server configuration error")
+
+
+async def test_a_521_turned_into_the_defer_if_reject_450_does_not_disconnect(
+        tmp_path: Path) -> None:
+    a = table(tmp_path, "a", "alice@ DEFER_IF_REJECT\n")
+    b = table(tmp_path, "b", "bob@ 521 go away\n")
+    svc = build(f"smtpd_recipient_restrictions = check_sender_access hash:{a}"
+                f" check_recipient_access hash:{b}\n", tmp_path)
+    v = await evaluate([("recipient", svc.lists["recipient"])], ctx(), svc, EvalState())
+    assert v is not None and v.reply is not None and v.disconnect is False
+    assert v.reply.line() == (
+        "450 4.7.1 <alice@sender.example>: Sender address rejected: Service unavailable")
+
+
+async def test_defer_if_permit_uses_the_defer_code(tmp_path: Path) -> None:
+    spec = table(tmp_path, "map", "alice@ DEFER_IF_PERMIT\n")
+    svc = build(f"access_map_defer_code = 451\nsmtpd_recipient_restrictions = "
+                f"check_sender_access hash:{spec} permit\n", tmp_path)
+    assert await rcpt(svc, ctx()) == (
+        "451 4.7.1 <alice@sender.example>: Sender address rejected: Service unavailable")
+
+
+def test_action_log_lines_name_the_class_as_postfix_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    logged = io.StringIO()
+    monkeypatch.setattr(log, "stderr", logged)
+    c = ctx(state="RCPT")
+    action_log(c, "hold", about(c, "sender", "spam check"))
+    action_log(c, "warn", "look at this")
+    lines = [line.split(": ", 1)[1] for line in logged.getvalue().splitlines()]
+    assert lines == [
+        "NOQUEUE: hold: RCPT from mail.client.example[192.0.2.7]: <alice@sender.example>: "
+        "Sender address spam check; from=<alice@sender.example> to=<bob@nausch.org> "
+        "proto=SMTP helo=<mail.client.example>",
+        "NOQUEUE: warn: RCPT from mail.client.example[192.0.2.7]: look at this; "
+        "from=<alice@sender.example> to=<bob@nausch.org> proto=SMTP helo=<mail.client.example>",
+    ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backupmx.verify.cache import Store, map_path
+from backupmx.verify.cache import SqliteRecords, Store, map_path
 from backupmx.verify.decide import BOUNCE, OK, Entry
 
 
@@ -21,7 +21,7 @@ def test_empty_map_is_memory_only() -> None:
     assert map_path("  ") is None
 
 
-@pytest.mark.parametrize("spec", ["texthash:/x", "redis://127.0.0.1:6379/0", "/plain/path",
+@pytest.mark.parametrize("spec", ["texthash:/x", "redis://127.0.0.1:0/0", "/plain/path",
                                   "btree:"])
 def test_other_map_names_are_configuration_errors(spec: str) -> None:
     with pytest.raises(ValueError, match="address_verify_map"):
@@ -88,9 +88,10 @@ def test_a_cache_hit_reads_the_disk_at_most_once(tmp_path: Path) -> None:
     Store(path).put("alice@x", Entry(OK, 0, 1, "250"))
     s = Store(path)
     s.open()
-    assert s._db is not None
-    counting = CountingDb(s._db)
-    s._db = counting  # type: ignore[assignment]
+    records = s._records
+    assert isinstance(records, SqliteRecords)
+    counting = CountingDb(records.db)
+    records.db = counting  # type: ignore[assignment]
     for _ in range(5):
         assert s.get("alice@x") == Entry(OK, 0, 1, "250")
         assert s.get("nobody@x") is None
