@@ -10,7 +10,6 @@ SMTP transaction.  Results are persisted before the next attempt is planned.
 from __future__ import annotations
 
 import asyncio
-import functools
 import heapq
 import itertools
 import time
@@ -27,8 +26,7 @@ from backupmx.smtp.client import ClientSettings, ConnectionPool, RcptResult, del
 from backupmx.smtp.nexthop import (
     NextHop,
     RouteError,
-    parse_nexthop,
-    parse_transport,
+    route,
     servers_for,
 )
 from backupmx.smtp.nexthop import Server as Hop
@@ -280,24 +278,9 @@ class Qmgr:
             self.msgs.pop(env.id, None)
 
     def _nexthop_for(self, svc: Services, rcpt: Recipient) -> tuple[str, NextHop | str | None]:
-        """transport_maps, then relayhost, then the recipient domain (None)."""
         cfg = svc.cfg
-        relayhost = cfg.list("relayhost")
-        keys = [rcpt.address.lower(), rcpt.domain]
-        labels = rcpt.domain.split(".")
-        keys += [".".join(labels[i:]) for i in range(1, len(labels))]
-        keys += ["." + ".".join(labels[i:]) for i in range(1, len(labels))]
-        keys.append("*")
-        for spec in cfg.list("transport_maps"):
-            table = svc.maps.get(spec)
-            for k in keys:
-                value = table.lookup(k)
-                if value is not None:
-                    transport, hop = parse_transport(value)
-                    if transport in ("", "smtp", "relay") and hop is None and relayhost:
-                        return transport, _nexthop(relayhost[0])
-                    return transport, hop
-        return "smtp", _nexthop(relayhost[0]) if relayhost else None
+        tables = [svc.maps.get(spec) for spec in cfg.list("transport_maps")]
+        return route(rcpt.address, tables, cfg.list("relayhost"))
 
     async def _deliver_group(
         self, env: Envelope, domain: str, rcpts: list[Recipient], content: Callable[[], bytes]
@@ -373,30 +356,9 @@ class Qmgr:
         """The delivery settings of the running configuration (built once per reload)."""
         if self._settings is not None and self._settings[0] is self.svc:
             return self._settings[1]
-        settings = self._build_settings()
+        settings = ClientSettings.from_config(self.svc.cfg)
         self._settings = (self.svc, settings)
         return settings
-
-    def _build_settings(self) -> ClientSettings:
-        cfg = self.svc.cfg
-        bind = cfg.str("smtp_bind_address")
-        return ClientSettings(
-            helo_name=cfg.str("smtp_helo_name"),
-            bind_address=bind or None,
-            connect_timeout=cfg.time("smtp_connect_timeout"),
-            helo_timeout=cfg.time("smtp_helo_timeout"),
-            mail_timeout=cfg.time("smtp_mail_timeout"),
-            rcpt_timeout=cfg.time("smtp_rcpt_timeout"),
-            data_init_timeout=cfg.time("smtp_data_init_timeout"),
-            data_xfer_timeout=cfg.time("smtp_data_xfer_timeout"),
-            data_done_timeout=cfg.time("smtp_data_done_timeout"),
-            tls_level=cfg.str("smtp_tls_security_level"),
-            rset_timeout=cfg.time("smtp_rset_timeout"),
-            starttls_timeout=cfg.time("smtp_starttls_timeout"),
-            recipient_limit=cfg.int("smtp_destination_recipient_limit"),
-            tls_cafile=cfg.str("smtp_tls_CAfile") or None,
-            line_length_limit=cfg.int("smtp_line_length_limit"),
-        )
 
     async def _apply(
         self, env: Envelope, results: list[tuple[Recipient, RcptResult]],
@@ -480,11 +442,6 @@ class Qmgr:
         await self.server.spool.commit(notice, dsn)
         log.info("bounce", f"{env.id}: sender non-delivery notification: {notice.id}")
         self.submit(notice)
-
-
-@functools.lru_cache(maxsize=256)
-def _nexthop(text: str) -> NextHop:
-    return parse_nexthop(text)
 
 
 def _remote(relay: str) -> str | None:

@@ -8,6 +8,7 @@ every MX at or above its preference, so a backup MX only hands mail upwards.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 import re
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from backupmx.dns import DnsTempError
+from backupmx.maps import Table
 
 _HOST_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
                       r"(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$")
@@ -232,3 +234,33 @@ def _truncate_self(
         # is transient: the mail waits until a better MX appears again.
         raise RouteError(False, "4.4.6", f"mail for {name} loops back to myself")
     raise RouteError(False, "4.4.4", f"unable to find primary relay for {name}")
+
+
+def route(
+    address: str, transport_maps: list[Table], relayhost: list[str]
+) -> tuple[str, NextHop | str | None]:
+    """transport_maps, then relayhost, then the recipient domain (hop None).
+
+    Keys as Postfix looks them up: the address, its domain, parent domains
+    (``example.com`` and ``.example.com`` styles) and ``*``.
+    """
+    domain = address.rpartition("@")[2].lower()
+    labels = domain.split(".")
+    keys = [address.lower(), domain]
+    keys += [".".join(labels[i:]) for i in range(1, len(labels))]
+    keys += ["." + ".".join(labels[i:]) for i in range(1, len(labels))]
+    keys.append("*")
+    for table in transport_maps:
+        for k in keys:
+            value = table.lookup(k)
+            if value is not None:
+                transport, hop = parse_transport(value)
+                if hop is None and relayhost:
+                    return transport, _cached_nexthop(relayhost[0])
+                return transport, hop
+    return "smtp", _cached_nexthop(relayhost[0]) if relayhost else None
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_nexthop(text: str) -> NextHop:
+    return parse_nexthop(text)

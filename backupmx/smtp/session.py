@@ -16,7 +16,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
@@ -27,6 +27,10 @@ from backupmx.smtp.wire import one_line, status_of
 
 _POLL = 0.05  # how often the body transfer checks that the peer keeps reading
 END_OF_DATA = "sending end of data -- message may be sent more than once"
+
+
+if TYPE_CHECKING:
+    from backupmx.config import Config
 
 
 @dataclass
@@ -49,6 +53,28 @@ class ClientSettings:
     starttls_timeout: float = 300.0
     recipient_limit: int = 50
     mx_session_limit: int = 2
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> ClientSettings:
+        """The smtp_* parameters of a configuration (deliveries and probes alike)."""
+        return cls(
+            helo_name=cfg.str("smtp_helo_name"),
+            bind_address=cfg.str("smtp_bind_address") or None,
+            connect_timeout=cfg.time("smtp_connect_timeout"),
+            helo_timeout=cfg.time("smtp_helo_timeout"),
+            mail_timeout=cfg.time("smtp_mail_timeout"),
+            rcpt_timeout=cfg.time("smtp_rcpt_timeout"),
+            data_init_timeout=cfg.time("smtp_data_init_timeout"),
+            data_xfer_timeout=cfg.time("smtp_data_xfer_timeout"),
+            data_done_timeout=cfg.time("smtp_data_done_timeout"),
+            tls_level=cfg.str("smtp_tls_security_level"),
+            tls_cafile=cfg.str("smtp_tls_CAfile") or None,
+            line_length_limit=cfg.int("smtp_line_length_limit"),
+            rset_timeout=cfg.time("smtp_rset_timeout"),
+            starttls_timeout=cfg.time("smtp_starttls_timeout"),
+            recipient_limit=cfg.int("smtp_destination_recipient_limit"),
+            mx_session_limit=cfg.int("smtp_mx_session_limit"),
+        )
 
 
 # Postfix levels this client has no machinery for, mapped to the nearest level that

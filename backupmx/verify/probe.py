@@ -20,10 +20,9 @@ from backupmx.smtp.nexthop import (
     NextHop,
     RouteError,
     Server,
-    parse_nexthop,
-    parse_transport,
     servers_for,
 )
+from backupmx.smtp.nexthop import route as transport_route
 from backupmx.smtp.session import ClientSettings, Connection, SessionFailure
 from backupmx.smtp.wire import one_line, said, status_of
 from backupmx.verify.decide import BOUNCE, DEFER, OK
@@ -33,6 +32,12 @@ if TYPE_CHECKING:
     from backupmx.services import Services
 
 IDLE_TIME = 5.0  # seconds an idle probe session is kept for the next probe
+
+
+def route(svc: Services, address: str) -> tuple[str, NextHop | str | None]:
+    """address_verify_transport_maps, then address_verify_relayhost, then the domain."""
+    tables = [svc.maps.get(spec) for spec in svc.cfg.list("address_verify_transport_maps")]
+    return transport_route(address, tables, svc.cfg.list("address_verify_relayhost"))
 SESSIONS_PER_DESTINATION = 2
 BATCH_LIMIT = 50  # RCPTs per probe transaction
 
@@ -53,46 +58,6 @@ def probe_sender(cfg: Config) -> str:
     if sender in ("", "<>"):
         return ""
     return sender if "@" in sender else f"{sender}@{cfg.str('myorigin')}"
-
-
-def route(svc: Services, address: str) -> tuple[str, NextHop | str | None]:
-    """address_verify_transport_maps, then address_verify_relayhost, then the domain."""
-    cfg = svc.cfg
-    relayhost = cfg.list("address_verify_relayhost")
-    domain = address.rpartition("@")[2].lower()
-    labels = domain.split(".")
-    keys = [address.lower(), domain]
-    keys += [".".join(labels[i:]) for i in range(1, len(labels))]
-    keys += ["." + ".".join(labels[i:]) for i in range(1, len(labels))]
-    keys.append("*")
-    for spec in cfg.list("address_verify_transport_maps"):
-        table = svc.maps.get(spec)
-        for k in keys:
-            value = table.lookup(k)
-            if value is not None:
-                transport, hop = parse_transport(value)
-                if hop is None and relayhost:
-                    return transport, parse_nexthop(relayhost[0])
-                return transport, hop
-    return "smtp", parse_nexthop(relayhost[0]) if relayhost else None
-
-
-def settings(cfg: Config) -> ClientSettings:
-    """The smtp_* client settings a probe session uses."""
-    bind = cfg.str("smtp_bind_address")
-    return ClientSettings(
-        helo_name=cfg.str("smtp_helo_name"),
-        bind_address=bind or None,
-        connect_timeout=cfg.time("smtp_connect_timeout"),
-        helo_timeout=cfg.time("smtp_helo_timeout"),
-        mail_timeout=cfg.time("smtp_mail_timeout"),
-        rcpt_timeout=cfg.time("smtp_rcpt_timeout"),
-        rset_timeout=cfg.time("smtp_rset_timeout"),
-        starttls_timeout=cfg.time("smtp_starttls_timeout"),
-        tls_level=cfg.str("smtp_tls_security_level"),
-        tls_cafile=cfg.str("smtp_tls_CAfile") or None,
-        mx_session_limit=cfg.int("smtp_mx_session_limit"),
-    )
 
 
 def rcpt_result(server: Server, code: int, message: str) -> ProbeResult:
@@ -225,7 +190,7 @@ class Prober:
             # A temporary DNS failure is never an undeliverable address.
             _answer(batch, ProbeResult(BOUNCE if e.permanent else DEFER, e.text, e.status))
             return conn
-        client = settings(cfg)
+        client = ClientSettings.from_config(cfg)
         sender = probe_sender(cfg)
         if conn is not None and conn.connected and conn.server in servers:
             try:
