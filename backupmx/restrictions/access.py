@@ -34,6 +34,7 @@ from backupmx.restrictions.engine import (
     compile_list,
     restriction,
     run_list,
+    subject,
 )
 
 if TYPE_CHECKING:
@@ -60,23 +61,6 @@ _ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\Z")
 # Address-class correction of X.1.Y enhanced codes (config-syntax.md §4.1 rule 2).
 _SENDER_DETAIL = {"1": "7", "2": "8", "3": "7", "4": "7", "5": "0", "6": "7", "7": "7", "8": "8"}
 _RCPT_DETAIL = {"1": "1", "2": "2", "3": "3", "4": "4", "5": "5", "6": "6", "7": "3", "8": "2"}
-
-
-def subject_of(ctx: Context, kind: str) -> str:
-    """The ``<N>`` of a reply about the thing a check of ``kind`` looked at."""
-    if kind == "client":
-        return ctx.client
-    if kind == "reverse_client":
-        return f"{ctx.reverse_name}[{ctx.client_ip}]"
-    if kind == "helo":
-        return ctx.helo or ""
-    if kind == "sender":
-        return ctx.sender or ""
-    if kind in ("recipient", "relay"):
-        return ctx.recipient or ""
-    if kind == "data":
-        return "DATA"
-    return ctx.etrn_domain or ""
 
 
 def class_dsn(dsn: str, kind: str) -> str:
@@ -117,7 +101,7 @@ def access_reply(
         dsn, text = class_dsn(head, kind), rest
     text = text.strip() or "Access denied"
     cls = CLASSES[kind][0]
-    return final_reply(svc, code, dsn, f"<{subject_of(ctx, kind)}>: {cls} rejected: {text}", kind)
+    return final_reply(svc, code, dsn, f"<{subject(ctx, kind)}>: {cls} rejected: {text}", kind)
 
 
 def defer_if_permit(ctx: Context, st: EvalState, reply: Reply) -> None:
@@ -130,7 +114,7 @@ def defer_if_permit(ctx: Context, st: EvalState, reply: Reply) -> None:
 
 def about(ctx: Context, kind: str, text: str) -> str:
     """``<N>: <C> text``: what a HOLD, DISCARD, REDIRECT or BCC log line says (as Postfix)."""
-    return f"<{subject_of(ctx, kind)}>: {CLASSES[kind][0]} {text}"
+    return f"<{subject(ctx, kind)}>: {CLASSES[kind][0]} {text}"
 
 
 def action_log(ctx: Context, action: str, text: str) -> None:
@@ -328,7 +312,7 @@ async def check_map(
         found = search(svc, st, spec, keys)
     except LookupFailed:
         return Verdict(REJECT, Reply(451, "4.3.0",
-                                     f"<{subject_of(ctx, kind)}>: Temporary lookup failure"))
+                                     f"<{subject(ctx, kind)}>: Temporary lookup failure"))
     if found is None:
         return DUNNO_V
     key, value = found

@@ -214,9 +214,11 @@ def compile_list(param: str, items: list[str], kind: str) -> RList:
 
 
 def subject(ctx: Context, kind: str) -> str:
-    """The ``<N>`` of a reply for a list kind."""
+    """The ``<N>`` of a reply about what a list (or a check) of ``kind`` looked at."""
     if kind == "client":
         return ctx.client
+    if kind == "reverse_client":
+        return f"{ctx.reverse_name}[{ctx.client_ip}]"
     if kind == "helo":
         return ctx.helo or ""
     if kind == "sender":
