@@ -135,7 +135,7 @@ def metrics(server: Server) -> str:
         f"backupmx_queue_active {len(qm.active)}",
         "# HELP backupmx_smtpd_sessions Open SMTP sessions.",
         "# TYPE backupmx_smtpd_sessions gauge",
-        f"backupmx_smtpd_sessions {len(server.sessions)}",
+        f"backupmx_smtpd_sessions {server.session_count()}",
         "# HELP backupmx_delivery_results_total Recipient delivery results.",
         "# TYPE backupmx_delivery_results_total counter",
     ]

@@ -10,11 +10,22 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from backupmx.services import Services
-    from backupmx.smtpd.session import Session
+
+
+class _Ctx(Protocol):
+    client_ip: str
+    client_name: str
+
+
+class Session(Protocol):
+    """Whatever stands for a client: a session here, or a worker's client in the master."""
+
+    @property
+    def ctx(self) -> _Ctx: ...
 
 #: rate windows are pruned of idle clients once this many IPs are tracked
 _PRUNE_AT = 10000
@@ -25,6 +36,11 @@ class Anvil:
         self.count: dict[str, int] = {}
         self.rate: dict[str, deque[float]] = {}
         self._counted: set[int] = set()
+
+    @property
+    def sessions(self) -> int:
+        """Sessions counted and not yet released."""
+        return len(self._counted)
 
     def admit(self, session: Session, svc: Services, now: float | None = None) -> str | None:
         """Count a new session; the refusal text when over a limit."""

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 _UNREACHABLE = ("connect to ",)
 WATCH_INTERVAL = 1.0
 SUSPENDED = "delivery temporarily suspended: "
+_GONE_KEPT = 100_000  # finished IDs remembered (about 10 MB at most)
 
 
 async def _greets(ip: str, port: int, timeout: float) -> bool:
@@ -83,6 +84,9 @@ class Qmgr:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.msgs: dict[str, Envelope] = {}
+        #: IDs recently delivered or deleted, oldest first: a late announcement of one of
+        #: them from a worker (backupmx/master.py) must not queue it again
+        self._gone: dict[str, None] = {}
         self.active: set[str] = set()
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
@@ -110,9 +114,21 @@ class Qmgr:
                 self._schedule(env, self._due(env, now))
 
     def submit(self, env: Envelope) -> None:
-        """A message just became durable: try it at once."""
+        """A message just became durable: try it at once (once, however often announced)."""
+        if self.knows(env.id):
+            return
         self.msgs[env.id] = env
         self._schedule(env, 0.0)
+
+    def knows(self, qid: str) -> bool:
+        """Queued here, or finished here lately: an ID the queue must not take on again."""
+        return qid in self.msgs or qid in self._gone
+
+    def _forget(self, qid: str) -> None:
+        self.msgs.pop(qid, None)
+        self._gone[qid] = None
+        if len(self._gone) > _GONE_KEPT:
+            del self._gone[next(iter(self._gone))]
 
     def flush(self, domain: str | None = None) -> asyncio.Future[None]:
         """Attempt delivery now of everything, or of one domain's mail.
@@ -166,7 +182,7 @@ class Qmgr:
     def delete(self, qid: str) -> bool:
         if qid not in self.msgs:
             return False
-        self.msgs.pop(qid)
+        self._forget(qid)
         self.server.spool.delete(qid)
         log.info("qmgr", f"{qid}: removed (deleted by the administrator)")
         self._done_waiting(qid)
@@ -275,7 +291,7 @@ class Qmgr:
             await asyncio.gather(*(one(d, rs) for d, rs in groups.items()))
             await self._apply(env, results, content)
         except KeyError:  # the content is gone (deleted, or moved aside as damaged)
-            self.msgs.pop(env.id, None)
+            self._forget(env.id)
 
     def _nexthop_for(self, svc: Services, rcpt: Recipient) -> tuple[str, NextHop | str | None]:
         cfg = svc.cfg
@@ -410,7 +426,7 @@ class Qmgr:
         if failures:
             await self._notify_sender(env, failures, content(), now)
         if env.done:
-            self.msgs.pop(env.id, None)
+            self._forget(env.id)
             await self.server.spool.remove(env.id)
             log.info("qmgr", f"{env.id}: removed")
         else:

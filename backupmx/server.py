@@ -1,87 +1,81 @@
 """``backupmx serve``: wire the rooms together; signals; start-up and shutdown.
 
+The process started by ``serve`` is the master: it owns the queue manager, the
+delivery side, the verify service, anvil and the admin endpoint.  SMTP is served by
+``smtpd_worker_processes`` worker processes (backupmx/master.py) or, with 0, by the
+master itself -- one Python process runs on one core, and a backup MX after an outage
+needs both accepting and delivering at full speed.
+
 SIGHUP builds new services from the file and swaps them in (a broken file keeps
-the old ones and logs why); SIGTERM stops accepting, lets sessions and
-deliveries in flight finish for a grace period, and exits.  Nothing is lost by
-stopping: a message was acknowledged only once durable, and an interrupted
-delivery leaves its recipients queued.
+the old ones and logs why) and is passed on to the workers; SIGTERM stops
+accepting, lets sessions and deliveries in flight finish for a grace period, and
+exits.  Nothing is lost by stopping: a message was acknowledged only once durable,
+and an interrupted delivery leaves its recipients queued.
 """
 
 from __future__ import annotations
 
 import asyncio
-import resource
-import shutil
 import signal
 import time
+from types import SimpleNamespace
 
 from backupmx import admin, anvil, config, privileges, services
 from backupmx.log import log
-from backupmx.maps import Maps
+from backupmx.master import BindError, Supervisor, bind
 from backupmx.qmgr import Qmgr
-from backupmx.queue.store import Spool
-from backupmx.smtpd.conn import Conn
-from backupmx.smtpd.session import Session
+from backupmx.smtpd.host import SmtpdHost, configure_logging, raise_fd_limit
+from backupmx.smtpd.session import Session, anvil_reply
 from backupmx.verify import service as verify_service
 
+__all__ = ["Server", "configure_logging", "run", "serve"]
+
 SHUTDOWN_GRACE = 10.0
-MAPS_CHECK_INTERVAL = 2.0  # how often lookup-table files are checked for changes
 
 
-def configure_logging(cfg: config.Config) -> None:
-    log.configure(
-        syslog_name=cfg.str("syslog_name"),
-        maillog_file=cfg.str("maillog_file"),
-        syslog_facility=cfg.str("syslog_facility"),
-        myhostname=cfg.str("myhostname"),
-    )
+def worker_count(cfg: config.Config) -> int:
+    return cfg.int("smtpd_worker_processes")
 
 
-class Server:
+class Server(SmtpdHost):
+    qmgr: Qmgr
+
     def __init__(self, cfg: config.Config, svc: services.Services) -> None:
-        self.cfg_path = cfg.path
-        self.svc = svc
-        self.spool = Spool(cfg.str("queue_directory"))
+        super().__init__(cfg, svc)
         self.qmgr = Qmgr(self)
         self.anvil = anvil.Anvil()
-        self.sessions: set[Session] = set()
-        self.stopping = False
-        self._listeners: list[asyncio.base_events.Server] = []
+        self.workers: Supervisor | None = None
         self._admin: asyncio.base_events.Server | None = None
         self._stop = asyncio.Event()
-        self._free_checked = 0.0
-        self._free_ok = True
         self.started = time.time()
 
-    # --- used by sessions and the queue manager ---------------------------------
-    def smtp_port(self) -> int:
-        return self.svc.cfg.int("smtp_tcp_port")
+    # --- admission: the master's own sessions and the workers' -------------------
+    async def admit(self, session: Session) -> str | None:
+        refusal = self.anvil.admit(session, self.svc)
+        return anvil_reply(session, refusal) if refusal else None
 
-    def spool_free_ok(self) -> bool:
-        """At least 1.5 × message_size_limit free in the queue directory (cached 1 s)."""
-        now = time.monotonic()
-        if now - self._free_checked > 1.0:
-            self._free_checked = now
-            try:
-                free = shutil.disk_usage(self.svc.cfg.str("queue_directory")).free
-                self._free_ok = free >= 1.5 * self.svc.cfg.int("message_size_limit")
-            except OSError:
-                self._free_ok = False
-        return self._free_ok
+    def release(self, session: Session) -> None:
+        self.anvil.release(session)
 
-    def anvil_refusal(self, session: Session) -> str | None:
-        return self.anvil.admit(session, self.svc)
+    def admit_peer(self, peer: SimpleNamespace) -> dict[str, object]:
+        """A worker's client: over the global session ceiling, over an anvil limit, or in."""
+        ceiling = self.svc.cfg.int("smtpd_max_sessions")
+        if ceiling and self.anvil.sessions >= ceiling:
+            return {"ceiling": ceiling}
+        return {"refusal": self.anvil.admit(peer, self.svc)}
+
+    def session_count(self) -> int:
+        return len(self.sessions) if self.workers is None else self.anvil.sessions
 
     # --- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
         """Bind (as root for port 25), drop privileges, open the queue, then serve."""
-        loop = asyncio.get_running_loop()
-        for host, port in self.svc.listen:
-            srv = await loop.create_server(
-                lambda: Conn(self._session), host, port, reuse_address=True, backlog=1024,
-                start_serving=False,
-            )
-            self._listeners.append(srv)
+        count = worker_count(self.svc.cfg)
+        if count:
+            self.workers = Supervisor(self, count, bind(self.svc.listen))
+            await self.workers.spawn_all()  # as root: each drops privileges itself
+        else:
+            await self.listen()
         privileges.drop(self.svc.cfg)
         report = self.spool.open()
         log.info("qmgr", f"queue {self.svc.cfg.str('queue_directory')}: {report}")
@@ -91,46 +85,29 @@ class Server:
         except Exception as e:  # mail still flows; verification answers 450 until fixed
             log.warning("master", f"cannot open address_verify_map "
                         f"{self.svc.verifier.spec}: {e}")
-        for srv, (host, port) in zip(self._listeners, self.svc.listen, strict=True):
-            await srv.start_serving()
+        if self.workers is not None:
+            self.workers.start_all()
+        else:
+            await self.start_serving()
+        for host, port in self.svc.listen:
             log.info("master", f"listening on {host}:{port}")
         self._admin = await admin.start(self)
         self._qmgr_task = asyncio.create_task(self.qmgr.run())
-        self._maps_task = asyncio.create_task(self._watch_maps())
+        self._maps_task = asyncio.create_task(self.watch_maps())
+        loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         log.info("master", "daemon started -- version backupmx, configuration " + self.cfg_path)
 
-    async def _session(self, conn: Conn) -> None:
-        s = Session(self, conn)
-        self.sessions.add(s)
-        try:
-            await s.run()
-        finally:
-            self.sessions.discard(s)
-            self.anvil.release(s)
-
-    async def _watch_maps(self) -> None:
-        """Re-read lookup tables whose file changed; SIGHUP re-reads all of them."""
-        while True:
-            await asyncio.sleep(MAPS_CHECK_INTERVAL)
-            self.svc.maps.reload_changed()
-
     def reload(self) -> None:
-        try:
-            cfg = config.load(self.cfg_path)
-            svc = services.build(cfg, maps=Maps())
-        except config.ConfigError as e:
-            log.warning("master", f"reload failed, keeping the running configuration: {e}")
+        svc = self.load_services()
+        if self.workers is not None:
+            self.workers.signal_all(signal.SIGHUP)  # each reads the file itself
+        if svc is None:
             return
-        new_listen = set(svc.listen)
-        if new_listen != set(self.svc.listen):
-            log.warning("master", "smtpd_listen changed: restart backupmx to apply it")
-            svc.listen = self.svc.listen
-        svc.resolver = self.svc.resolver if cfg.list("dns_nameservers") == \
-            self.svc.cfg.list("dns_nameservers") else svc.resolver
-        configure_logging(cfg)
+        if worker_count(svc.cfg) != worker_count(self.svc.cfg):
+            log.warning("master", "smtpd_worker_processes changed: restart backupmx to apply it")
         old, self.svc = self.svc, svc
         old.policy.close()  # idle policy connections and the greylist store of the old config
         try:
@@ -145,16 +122,10 @@ class Server:
 
     async def shutdown(self) -> None:
         log.info("master", "terminating on signal")
-        self.stopping = True
-        for srv in self._listeners:
-            srv.close()
         deadline = time.monotonic() + SHUTDOWN_GRACE
-        # Sessions that wait for a command get 421 at once; those in DATA may finish.
-        for s in list(self.sessions):
-            if not s.in_data:
-                s.conn.interrupt(linger=0.2)
-        while self.sessions and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        if self.workers is not None:
+            await self.workers.stop(deadline)
+        await self.close_sessions(deadline)
         await self.qmgr.stop(max(0.5, deadline - time.monotonic()))
         self._qmgr_task.cancel()
         self._maps_task.cancel()
@@ -172,18 +143,17 @@ async def serve(cfg: config.Config) -> int:
     server = Server(cfg, svc)
     try:
         await server.start()
-    except privileges.PrivilegeError as e:
+    except (privileges.PrivilegeError, BindError) as e:
         log.error("master", f"fatal: {e}")
+        if server.workers is not None:
+            await server.workers.stop(time.monotonic() + 1)
         return 1
     await server.run_until_stopped()
     return 0
 
 
 def run(cfg: config.Config) -> int:
-    # Every session is a file descriptor: take all the system allows.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_fd_limit()
     # The standard event loop on purpose: under uvloop, pooled delivery connections
     # (aiosmtplib on a reused session) stalled waiting for the reply to the final dot.
     return asyncio.run(serve(cfg))

@@ -10,6 +10,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from bench.procs import with_children
+
 CONFIG = """\
 myhostname = mx1.tachtler.net
 mydomain = tachtler.net
@@ -79,4 +81,5 @@ class BackupMX:
         return 0
 
     def pids(self) -> list[int]:
-        return [self.proc.pid] if self.proc and self.proc.poll() is None else []
+        """The master and its smtpd workers."""
+        return with_children(self.proc.pid) if self.proc and self.proc.poll() is None else []

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+
+from bench.procs import with_children
 
 MAIN_CF = """\
 compatibility_level = 3.6
@@ -90,13 +91,4 @@ class Postfix:
             master = int(pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return []
-        out = [master]
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text().split()
-                except OSError:
-                    continue
-                if int(stat[3]) == master:
-                    out.append(int(entry))
-        return out
+        return with_children(master)

@@ -8,6 +8,7 @@ compatibility level) except where backupmx deliberately differs, which the doc l
 from __future__ import annotations
 
 import functools
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,14 @@ def host_fqdn() -> str:
         if "." in name.strip("."):
             return name.strip(".").lower()
     return f"{socket.gethostname() or 'localhost'}.localdomain".lower()
+
+
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _parent_domain(value_of: ValueOf) -> str:
@@ -347,6 +356,10 @@ _TABLE: tuple[Param, ...] = (
        "or content line, not each read (backupmx default yes, against slowloris)"),
     _t("smtpd_session_time_limit", "3600s", "s", "backupmx's own: longest an SMTP session may "
        "last in all before 421 and disconnect; 0 is no limit"),
+    Param("smtpd_worker_processes", "int", "the number of CPUs; 0 on one CPU",
+          "backupmx's own: processes that serve SMTP while the master delivers (one Python "
+          "process uses one core); 0 serves SMTP in the master process",
+          compute=lambda value_of: str(_cpus() if _cpus() > 1 else 0)),
     _i("smtpd_max_sessions", "2000", "backupmx's own: simultaneous SMTP sessions in all; "
        "further clients get 421 at once"),
     _i("smtpd_hard_error_limit", "20", "Errors after which a client is disconnected"),

@@ -199,10 +199,28 @@ class Spool:
         except (OSError, sqlite3.Error, SpoolError) as exc:
             self._close_connections()
             raise SpoolError(f"cannot open queue {self.path}: {exc}") from exc
+        self._start_writer()
+        return report
+
+    def attach(self) -> None:
+        """Open a spool that another process of this server has opened and checked.
+
+        An smtpd worker only adds messages; the start-up checks, moving damaged entries
+        aside and resetting crash markers are the master's, done once before any worker
+        attaches.  Several processes may write: SQLite serialises their transactions.
+        """
+        try:
+            self._db = self._connect()
+            self._reader = self._connect()
+        except sqlite3.Error as exc:
+            self._close_connections()
+            raise SpoolError(f"cannot open queue {self.path}: {exc}") from exc
+        self._start_writer()
+
+    def _start_writer(self) -> None:
         with self._state_lock:
             self._writer = threading.Thread(target=self._run, name="spool-writer", daemon=True)
             self._writer.start()
-        return report
 
     def close(self) -> None:
         """Finish the writes already handed in, stop the writer, close the database."""
@@ -494,6 +512,12 @@ class Spool:
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("qmgr", f"{entry_id}: unreadable envelope skipped: {exc}")
         return result
+
+    async def queued_ids(self) -> set[str]:
+        """Every queued ID, read by the writer: after every write already handed in."""
+        def op(db: sqlite3.Connection) -> set[str]:
+            return {str(row[0]) for row in db.execute("SELECT id FROM envelope")}
+        return await self._call(op)
 
     def envelope(self, entry_id: str) -> Envelope | None:
         rows = self._read("SELECT data FROM envelope WHERE id = ?", (entry_id,))

@@ -9,13 +9,17 @@ final dot, and every failure to talk is transient.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from aiosmtplib.response import SMTPResponse
 
 from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
 from backupmx.log import log
 from backupmx.smtp.nexthop import Server
 from backupmx.smtp.session import (
     ClientSettings,
+    Command,
     Connection,
     ConnectionPool,
     SessionFailure,
@@ -150,7 +154,11 @@ class _Attempt:
                 self.done[i] = _from_failure(self.recipients[i], server, failure)
 
     async def _transaction(self, conn: Connection, server: Server, batch: list[int]) -> None:
-        """MAIL, RCPT for each of ``batch``, DATA; results go to ``self.done``."""
+        """MAIL, RCPT for each of ``batch``, DATA; results go to ``self.done``.
+
+        One command at a time, or all of them in one write when the server offers
+        PIPELINING; the replies mean the same either way.
+        """
         ext, name = conn.extensions, server.name
         limit = size_limit(ext)
         if limit and len(self.content) > limit:
@@ -162,29 +170,20 @@ class _Attempt:
             raise SessionFailure(
                 True, "5.6.7", f"SMTPUTF8 is required, but was not offered by host {name}"
             )
-        resp = await conn.mail(self.sender, mail_options(self.env, len(self.content), ext))
-        if resp.code // 100 != 2:
-            # MAIL 5xx bounces everything still open here; 4xx and garbage are soft.
-            raise SessionFailure(
-                resp.code // 100 == 5,
-                status_of(resp.code, resp.message),
-                said(name, resp.code, resp.message, "MAIL FROM"),
-                f"smtp; {one_line(resp.code, resp.message)}",
-            )
-        accepted = []
-        for i in batch:
-            rcpt = self.recipients[i]
-            resp = await conn.rcpt(rcpt.address, rcpt_options(rcpt, ext))
-            if resp.code == 421:
-                raise self._reply_failure(server, resp.code, resp.message, "RCPT TO")
-            if resp.code // 100 == 2:
-                accepted.append(i)
-            else:
-                self.done[i] = _from_reply(rcpt, server, resp.code, resp.message, "RCPT TO")
-        if not accepted:
+        mail = conn.mail_command(self.sender, mail_options(self.env, len(self.content), ext))
+        rcpts = [
+            conn.rcpt_command(self.recipients[i].address, rcpt_options(self.recipients[i], ext))
+            for i in batch
+        ]
+        data = conn.data_command()
+        if "pipelining" in ext:
+            accepted, resp = await self._pipelined(conn, server, batch, mail, rcpts, data)
+        else:
+            accepted = await self._envelope(server, batch, mail, rcpts, conn.execute)
+            resp = await conn.execute(data) if accepted else None
+        if resp is None:
             await self._reset(conn)
             return
-        resp = await conn.data()
         if resp.code != 354:
             self._data_failed(conn, server, accepted, resp.code, resp.message, "DATA")
             await self._reset(conn)
@@ -197,6 +196,56 @@ class _Attempt:
                 )
             return
         self._data_failed(conn, server, accepted, resp.code, resp.message, "end of DATA")
+
+    async def _pipelined(
+        self, conn: Connection, server: Server, batch: list[int], mail: Command,
+        rcpts: list[Command], data: Command,
+    ) -> tuple[list[int], SMTPResponse | None]:
+        """MAIL, the RCPTs and DATA in one write (RFC 2920 3.1: DATA ends a group).
+
+        Returns the accepted recipients and the DATA reply, None when nobody was
+        accepted: then a server that still said 354 gets a lone dot, so that no
+        message goes out for zero recipients and the session stays in step.
+        """
+        with conn.pipeline([mail, *rcpts, data]) as group:
+            accepted = await self._envelope(server, batch, mail, rcpts, group.reply)
+            resp = await group.reply(data)
+        if accepted:
+            return accepted, resp
+        if resp.code == 354:
+            await conn.end_empty_data()
+        return accepted, None
+
+    async def _envelope(
+        self, server: Server, batch: list[int], mail: Command, rcpts: list[Command],
+        reply: Callable[[Command], Awaitable[SMTPResponse]],
+    ) -> list[int]:
+        """The replies to MAIL and each RCPT, as results; returns the accepted recipients.
+
+        ``reply`` sends a command and waits for its answer, or, when pipelining,
+        only takes the answer to a command already sent.
+        """
+        resp = await reply(mail)
+        if resp.code // 100 != 2:
+            # MAIL 5xx bounces everything still open here; 4xx and garbage are soft.
+            raise SessionFailure(
+                resp.code // 100 == 5,
+                status_of(resp.code, resp.message),
+                said(server.name, resp.code, resp.message, "MAIL FROM"),
+                f"smtp; {one_line(resp.code, resp.message)}",
+            )
+        accepted = []
+        for i, command in zip(batch, rcpts, strict=True):
+            resp = await reply(command)
+            if resp.code == 421:
+                raise self._reply_failure(server, resp.code, resp.message, "RCPT TO")
+            if resp.code // 100 == 2:
+                accepted.append(i)
+            else:
+                self.done[i] = _from_reply(
+                    self.recipients[i], server, resp.code, resp.message, "RCPT TO"
+                )
+        return accepted
 
     def _data_failed(
         self, conn: Connection, server: Server, accepted: list[int], code: int, message: str,

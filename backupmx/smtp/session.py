@@ -4,21 +4,26 @@ aiosmtplib does the protocol; this module adds what a relay needs on top: a
 timeout per stage, Postfix's wording for every way a session can fail, and a
 message body sent byte for byte with the exact moment the final dot left us
 known, so that a failure after it is never taken for "not delivered" nor for
-"delivered".
+"delivered". When the server offers PIPELINING (RFC 2920) a transaction's
+commands go out in one write and a reader of our own hands out their replies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import socket
 import ssl
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import aiosmtplib
+from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
 from backupmx.log import log
@@ -138,6 +143,139 @@ def _tls_context(level: str, cafile: str | None) -> ssl.SSLContext:
 
 class _TlsHandshakeFailed(Exception):
     """STARTTLS was accepted but no TLS session came of it; the socket is gone."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command line, with the stage a failure is reported under and its reply timeout."""
+
+    stage: str
+    timeout: float
+    args: tuple[bytes, ...]
+
+    def line(self) -> bytes:
+        """The command as sent; control characters would let an address inject commands."""
+        for arg in self.args:
+            if any(b < 32 or b == 127 for b in arg):
+                raise ValueError("Command arg contains a prohibited control character")
+        return b" ".join(self.args) + b"\r\n"
+
+
+_MAX_LINE = 8192  # the limits aiosmtplib applies to a reply it parses itself
+_MAX_REPLY = 4 * _MAX_LINE
+
+
+def parse_reply(buffer: bytearray) -> SMTPResponse | None:
+    """Take the first complete reply off ``buffer``; None while it is incomplete.
+
+    The reply reads as aiosmtplib's own would (code of the last line, texts joined
+    by newlines), so both paths word a server's answer alike; a line that does
+    not start with a code, or a reply too long, is malformed (code -1).
+    """
+    offset, texts = 0, []
+    while (end := buffer.find(b"\n", offset)) != -1:
+        line = bytes(buffer[offset : end + 1])
+        if len(line) > _MAX_LINE:
+            raise aiosmtplib.SMTPResponseException(-1, "Response too long")
+        try:
+            code = int(line[:3])
+        except ValueError:
+            text = line.decode("utf-8", errors="ignore")
+            raise aiosmtplib.SMTPResponseException(
+                -1, f"Malformed SMTP response line: {text}"
+            ) from None
+        offset = end + 1
+        texts.append(line[4:].strip(b" \t\r\n"))
+        if line[3:4] != b"-":
+            del buffer[:offset]
+            return SMTPResponse(code, b"\n".join(texts).decode("utf-8", "surrogateescape"))
+    if len(buffer) > _MAX_REPLY:
+        raise aiosmtplib.SMTPResponseException(-1, "Response too long")
+    return None
+
+
+class ReplyReader(asyncio.Protocol):
+    """Queues the replies to pipelined commands as they arrive, in order.
+
+    It stands in for aiosmtplib's protocol on the transport and passes on what
+    that protocol must still learn: the end of the connection and flow control.
+    Replies that came before an error are still handed out before it.
+    """
+
+    def __init__(self, inner: SMTPProtocol) -> None:
+        self._inner = inner
+        self._buffer = bytearray()
+        self._replies: deque[SMTPResponse] = deque()
+        self._error: Exception | None = None
+        self._changed: asyncio.Future[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        self._buffer += data
+        try:
+            while (reply := parse_reply(self._buffer)) is not None:
+                self._replies.append(reply)
+        except aiosmtplib.SMTPResponseException as e:
+            self._error = e
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(aiosmtplib.SMTPServerDisconnected("Connection lost"))
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def _fail(self, err: Exception) -> None:
+        if self._error is None:
+            self._error = err
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+
+    async def next(self, timeout: float) -> SMTPResponse:
+        """The next reply; TimeoutError when none is complete within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._replies:
+            if self._error is not None:
+                raise self._error
+            self._changed = loop.create_future()
+            try:
+                await asyncio.wait_for(self._changed, max(0.0, deadline - loop.time()))
+            finally:
+                self._changed = None
+        return self._replies.popleft()
+
+
+class Pipeline:
+    """The replies to a group of commands written at once, read in the commands' order."""
+
+    def __init__(self, conn: Connection, reader: ReplyReader, commands: list[Command]) -> None:
+        self._conn = conn
+        self._reader = reader
+        self._due = deque(commands)
+
+    async def reply(self, command: Command) -> SMTPResponse:
+        """The reply to ``command``, which must be the oldest one not yet answered."""
+        if not self._due or self._due[0] is not command:
+            raise RuntimeError(f"reply for {command.stage!r} read out of order")
+        self._due.popleft()
+        try:
+            return await self._reader.next(command.timeout)
+        except Exception as e:
+            self._conn.close()
+            raise _failure(self._conn.server, command.stage, e) from e
 
 
 class Connection:
@@ -270,32 +408,85 @@ class Connection:
 
     async def _command(self, stage: str, timeout: float, *args: bytes) -> SMTPResponse:
         """One command and its reply; a lost or silent peer becomes a SessionFailure."""
+        return await self.execute(Command(stage, timeout, args))
+
+    async def execute(self, command: Command) -> SMTPResponse:
+        """Send ``command`` alone and wait for its reply."""
         try:
-            resp = await self._smtp.execute_command(*args, timeout=timeout)
+            resp = await self._smtp.execute_command(*command.args, timeout=command.timeout)
         except Exception as e:
             self.close()
-            raise _failure(self.server, stage, e) from e
+            raise _failure(self.server, command.stage, e) from e
         return resp
 
-    async def mail(self, sender: str, options: list[str]) -> SMTPResponse:
+    def mail_command(self, sender: str, options: list[str]) -> Command:
         arg = b"FROM:<" + sender.encode("utf-8") + b">"
-        return await self._command(
-            "sending MAIL FROM", self.settings.mail_timeout, b"MAIL", arg,
-            *(o.encode("utf-8") for o in options),
+        return Command(
+            "sending MAIL FROM", self.settings.mail_timeout,
+            (b"MAIL", arg, *(o.encode("utf-8") for o in options)),
         )
+
+    def rcpt_command(self, address: str, options: list[str]) -> Command:
+        arg = b"TO:<" + address.encode("utf-8") + b">"
+        return Command(
+            "sending RCPT TO", self.settings.rcpt_timeout,
+            (b"RCPT", arg, *(o.encode("utf-8") for o in options)),
+        )
+
+    def data_command(self) -> Command:
+        return Command("sending DATA command", self.settings.data_init_timeout, (b"DATA",))
+
+    async def mail(self, sender: str, options: list[str]) -> SMTPResponse:
+        return await self.execute(self.mail_command(sender, options))
 
     async def rcpt(self, address: str, options: list[str]) -> SMTPResponse:
-        arg = b"TO:<" + address.encode("utf-8") + b">"
-        return await self._command(
-            "sending RCPT TO", self.settings.rcpt_timeout, b"RCPT", arg,
-            *(o.encode("utf-8") for o in options),
-        )
-
-    async def data(self) -> SMTPResponse:
-        return await self._command("sending DATA command", self.settings.data_init_timeout, b"DATA")
+        return await self.execute(self.rcpt_command(address, options))
 
     async def rset(self) -> SMTPResponse:
         return await self._command("sending RSET", self.settings.rset_timeout, b"RSET")
+
+    @contextlib.contextmanager
+    def pipeline(self, commands: list[Command]) -> Iterator[Pipeline]:
+        """Write ``commands`` in one go (RFC 2920) and read their replies through the result.
+
+        While the block runs a :class:`ReplyReader` owns the socket, because
+        aiosmtplib holds one parsed reply at a time and drops what arrives while it
+        holds it; on leaving, the session is aiosmtplib's again (for the body, RSET).
+        """
+        data = b"".join(self._line(command) for command in commands)
+        proto, stage = self._smtp.protocol, commands[0].stage
+        if proto is None or proto.transport is None:
+            self.close()
+            raise _failure(self.server, stage, aiosmtplib.SMTPServerDisconnected("Connection lost"))
+        transport, reader = proto.transport, ReplyReader(proto)
+        transport.set_protocol(reader)
+        try:
+            try:
+                proto.write(data)
+            except Exception as e:
+                self.close()
+                raise _failure(self.server, stage, e) from e
+            yield Pipeline(self, reader, commands)
+        finally:
+            if transport.get_protocol() is reader:
+                transport.set_protocol(proto)
+
+    def _line(self, command: Command) -> bytes:
+        try:
+            return command.line()
+        except ValueError as e:
+            self.close()
+            raise _failure(self.server, command.stage, e) from e
+
+    async def end_empty_data(self) -> SMTPResponse:
+        """End a DATA that the server opened although it accepted no recipient.
+
+        A lone dot: the server gets an empty message for nobody instead of taking
+        whatever comes next as message content.
+        """
+        return await self._command(
+            "sending end of data", self.settings.data_done_timeout, b"."
+        )
 
     async def send_body(self, data: bytes) -> SMTPResponse:
         """Write the encoded content (final dot included) and wait for the reply.

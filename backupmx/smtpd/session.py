@@ -30,8 +30,8 @@ from backupmx.smtpd.conn import Closed, Conn, Interrupted, SessionExpired
 from backupmx.verify.probe import probe_sender
 
 if TYPE_CHECKING:
-    from backupmx.server import Server
     from backupmx.services import Services
+    from backupmx.smtpd.host import SmtpdHost
 
 _XTEXT = re.compile(r"^(?:[!-*,-<>-~]|\+[0-9A-F]{2})+$")
 _NOTIFY = {"SUCCESS", "FAILURE", "DELAY"}
@@ -67,8 +67,20 @@ class Transaction:
     rcpt_count: int = 0  # RCPT commands seen, accepted or not
 
 
+def ceiling_reply(session: Session, ceiling: int) -> str:
+    """The 421 for a client beyond smtpd_max_sessions (logged)."""
+    log.warning("smtpd", f"too many sessions ({ceiling}): refusing {session.ctx.client_ip}")
+    return f"421 4.3.2 {session.host} Error: too many sessions, try again later"
+
+
+def anvil_reply(session: Session, refusal: str) -> str:
+    """The 421 for a client over its connection count or rate (logged)."""
+    log.warning("smtpd", f"{refusal} for {session.ctx.client}")
+    return f"421 4.7.0 {session.host} Error: {refusal}"
+
+
 class Session:
-    def __init__(self, server: Server, conn: Conn) -> None:
+    def __init__(self, server: SmtpdHost, conn: Conn) -> None:
         self.server = server
         self.conn = conn
         assert conn.transport is not None
@@ -134,8 +146,7 @@ class Session:
         ip = self.ctx.client_ip
         ceiling = cfg.int("smtpd_max_sessions")
         if ceiling and len(self.server.sessions) > ceiling:
-            log.warning("smtpd", f"too many sessions ({ceiling}): refusing {ip}")
-            self.conn.reply(f"421 4.3.2 {self.host} Error: too many sessions, try again later")
+            self.conn.reply(ceiling_reply(self, ceiling))
             self.conn.linger = 0.5
             await self.conn.close()
             return
@@ -159,10 +170,9 @@ class Session:
             self.bare_mode = "no"
         log.info("smtpd", f"connect from {self.ctx.client}")
         try:
-            refusal = self.server.anvil_refusal(self)
+            refusal = await self.server.admit(self)
             if refusal:
-                log.warning("smtpd", f"{refusal} for {self.ctx.client}")
-                self.conn.reply(f"421 4.7.0 {self.host} Error: {refusal}")
+                self.conn.reply(refusal)
                 return
             self.conn.reply(f"220 {cfg.str('smtpd_banner')}")
             await self._loop()

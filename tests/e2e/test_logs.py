@@ -23,6 +23,7 @@ def test_maillog_lines_look_like_syslog(backupmx_factory, primary):
     send(mx, "sender@sender.example", ["alice@nausch.org"], message())
     primary.wait_for(1)
     mx.wait_log(r"status=sent")
+    mx.wait_log(r"disconnect from client\.example\.net")  # the worker writes its own lines
     lines = mx.log_text().splitlines()
     pat = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ backupmx/(\w+)\[\d+\]: .+$")
     assert all(pat.match(ln) for ln in lines), [ln for ln in lines if not pat.match(ln)][:3]

@@ -13,7 +13,7 @@ from backupmx import config, services
 from backupmx.anvil import Anvil
 from backupmx.envelope import Envelope
 from backupmx.smtpd.conn import Conn
-from backupmx.smtpd.session import Session
+from backupmx.smtpd.session import Session, anvil_reply
 
 BASE = """
 myhostname = mx1.tachtler.net
@@ -89,8 +89,9 @@ class FakeServer:
     def spool_free_ok(self) -> bool:
         return True
 
-    def anvil_refusal(self, session: Session) -> str | None:
-        return self.anvil.admit(session, self.svc)
+    async def admit(self, session: Session) -> str | None:
+        refusal = self.anvil.admit(session, self.svc)
+        return anvil_reply(session, refusal) if refusal else None
 
 
 async def converse(server: FakeServer, data: bytes, peer: str = "127.0.0.5") -> bytes:

@@ -1,0 +1,152 @@
+"""What the SMTP sessions of one process share: services, spool, listeners, admission.
+
+Two kinds of process serve SMTP.  With ``smtpd_worker_processes = 0`` the master does it
+itself (backupmx/server.py); otherwise each smtpd worker does (backupmx/smtpd/worker.py)
+and the master delivers.  Both are an :class:`SmtpdHost`: sessions see the same
+attributes either way and differ only in where a queued message is announced and who
+counts connections (:meth:`admit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import shutil
+import socket
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from backupmx import config, services
+from backupmx.log import log
+from backupmx.maps import Maps
+from backupmx.queue.store import Spool
+from backupmx.smtpd.conn import Conn
+from backupmx.smtpd.session import Session
+
+if TYPE_CHECKING:
+    from backupmx.envelope import Envelope
+
+MAPS_CHECK_INTERVAL = 2.0  # how often lookup-table files are checked for changes
+BACKLOG = 1024
+
+
+class QueueFront(Protocol):
+    """Where a session announces a durable message and an ETRN."""
+
+    def submit(self, env: Envelope) -> None: ...
+    def flush(self, domain: str | None = None) -> object: ...
+
+
+def configure_logging(cfg: config.Config) -> None:
+    log.configure(
+        syslog_name=cfg.str("syslog_name"),
+        maillog_file=cfg.str("maillog_file"),
+        syslog_facility=cfg.str("syslog_facility"),
+        myhostname=cfg.str("myhostname"),
+    )
+
+
+def raise_fd_limit() -> None:
+    """Every session is a file descriptor: take all the system allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class SmtpdHost:
+    qmgr: QueueFront
+
+    def __init__(self, cfg: config.Config, svc: services.Services) -> None:
+        self.cfg_path = cfg.path
+        self.svc = svc
+        self.spool = Spool(cfg.str("queue_directory"))
+        self.sessions: set[Session] = set()
+        self.stopping = False
+        self._listeners: list[asyncio.base_events.Server] = []
+        self._free_checked = 0.0
+        self._free_ok = True
+
+    # --- used by sessions -----------------------------------------------------------
+    def smtp_port(self) -> int:
+        return self.svc.cfg.int("smtp_tcp_port")
+
+    def spool_free_ok(self) -> bool:
+        """At least 1.5 × message_size_limit free in the queue directory (cached 1 s)."""
+        now = time.monotonic()
+        if now - self._free_checked > 1.0:
+            self._free_checked = now
+            try:
+                free = shutil.disk_usage(self.svc.cfg.str("queue_directory")).free
+                self._free_ok = free >= 1.5 * self.svc.cfg.int("message_size_limit")
+            except OSError:
+                self._free_ok = False
+        return self._free_ok
+
+    async def admit(self, session: Session) -> str | None:
+        """The 421 reply for a client over a connection limit, else None (and counted)."""
+        raise NotImplementedError
+
+    def release(self, session: Session) -> None:
+        """The session has ended: it no longer counts towards the limits."""
+        raise NotImplementedError
+
+    # --- listening ------------------------------------------------------------------
+    async def listen(self, sockets: list[socket.socket] | None = None) -> None:
+        """Prepare the listeners, on ``sockets`` handed down or on smtpd_listen."""
+        loop = asyncio.get_running_loop()
+        if sockets is not None:
+            for sock in sockets:
+                self._listeners.append(await loop.create_server(
+                    lambda: Conn(self._session), sock=sock, backlog=BACKLOG,
+                    start_serving=False))
+            return
+        for host, port in self.svc.listen:
+            self._listeners.append(await loop.create_server(
+                lambda: Conn(self._session), host, port, reuse_address=True, backlog=BACKLOG,
+                start_serving=False))
+
+    async def start_serving(self) -> None:
+        for srv in self._listeners:
+            await srv.start_serving()
+
+    async def _session(self, conn: Conn) -> None:
+        s = Session(self, conn)
+        self.sessions.add(s)
+        try:
+            await s.run()
+        finally:
+            self.sessions.discard(s)
+            self.release(s)
+
+    async def watch_maps(self) -> None:
+        """Re-read lookup tables whose file changed; SIGHUP re-reads all of them."""
+        while True:
+            await asyncio.sleep(MAPS_CHECK_INTERVAL)
+            self.svc.maps.reload_changed()
+
+    def load_services(self) -> services.Services | None:
+        """The services of the file as it is now; None (logged) when it does not load."""
+        try:
+            cfg = config.load(self.cfg_path)
+            svc = services.build(cfg, maps=Maps())
+        except config.ConfigError as e:
+            log.warning("master", f"reload failed, keeping the running configuration: {e}")
+            return None
+        if set(svc.listen) != set(self.svc.listen):
+            log.warning("master", "smtpd_listen changed: restart backupmx to apply it")
+            svc.listen = self.svc.listen
+        if cfg.list("dns_nameservers") == self.svc.cfg.list("dns_nameservers"):
+            svc.resolver = self.svc.resolver
+        configure_logging(cfg)
+        return svc
+
+    async def close_sessions(self, deadline: float) -> None:
+        """Stop listening; 421 to idle sessions at once, those in DATA may finish."""
+        self.stopping = True
+        for srv in self._listeners:
+            srv.close()
+        for s in list(self.sessions):
+            if not s.in_data:
+                s.conn.interrupt(linger=0.2)
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
