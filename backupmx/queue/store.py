@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import hashlib
 import json
 import os
@@ -43,6 +44,7 @@ from backupmx.envelope import Envelope, Recipient
 from backupmx.log import log
 
 DB_NAME = "queue.db"
+LOCK_NAME = "queue.lock"  # serialises the writers of several processes (see _lock_writers)
 CORRUPT_DIR = "corrupt"
 BUSY_TIMEOUT = 30.0  # seconds a CLI or server waits for the other's write lock
 _CORRUPTION_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
@@ -181,6 +183,7 @@ class Spool:
         self._state_lock = threading.Lock()
         self._requests: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._lock_fd: int | None = None
 
     # -- start-up and shutdown ---------------------------------------------------------------
 
@@ -218,6 +221,12 @@ class Spool:
         self._start_writer()
 
     def _start_writer(self) -> None:
+        try:
+            self._lock_fd = os.open(os.path.join(self.directory, LOCK_NAME),
+                                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.warning("qmgr", f"cannot open the writers' lock of {self.directory}: {exc}")
+            self._lock_fd = None
         with self._state_lock:
             self._writer = threading.Thread(target=self._run, name="spool-writer", daemon=True)
             self._writer.start()
@@ -229,6 +238,9 @@ class Spool:
         if writer is not None:
             self._requests.put(_STOP)
             writer.join()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         self._close_connections()
 
     def _connect(self) -> sqlite3.Connection:
@@ -337,6 +349,7 @@ class Spool:
                 break
             assert isinstance(first, _Request)
             batch = [first]
+            self._lock_writers()  # what arrives meanwhile joins this batch
             while True:
                 try:
                     more = self._requests.get_nowait()
@@ -352,6 +365,27 @@ class Spool:
             except BaseException as exc:  # the writer must outlive any single batch
                 for req in batch:
                     req.resolve(None, SpoolError(f"queue writer failed: {exc!r}"))
+            finally:
+                self._unlock_writers()
+
+    def _lock_writers(self) -> None:
+        """Wait for the other processes' writers; wakes the moment the holder is done.
+
+        SQLite's own busy handler would sleep 1, 2, 5, 10 ... ms between tries, and with
+        several smtpd workers committing at once those sleeps became the latency of a 250.
+        """
+        if self._lock_fd is not None:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            except OSError:
+                pass  # SQLite's own locking still keeps the writers apart
+
+    def _unlock_writers(self) -> None:
+        if self._lock_fd is not None:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            except OSError:
+                pass
 
     def _write(self, batch: list[_Request]) -> None:
         """Apply a batch in one transaction; drop a failed request and retry the rest if SQLite
