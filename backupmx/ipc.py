@@ -3,13 +3,16 @@
 Both ends run an asyncio event loop over one end of a socketpair.  A *notice* (a
 message was queued, ETRN asked for a flush, a session ended) carries no ``id`` and gets
 no answer; a *request* (may this client connect, is this address deliverable) carries an
-``id`` that its answer repeats as ``re``.  Requests are answered in their own task, so
-a slow one (a verification probe) never holds up the notices behind it.
+``id`` that its answer repeats as ``re``.  A handler answers at once (a dict or
+None) or returns an awaitable; only then does the request get a task of its own, so a
+slow one (a verification probe) never holds up the notices behind it, and the many
+quick ones (anvil) cost no task each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import json
 import socket
@@ -19,7 +22,7 @@ from typing import Any
 from backupmx.log import log
 
 Message = dict[str, Any]
-Handler = Callable[[Message], Awaitable[Message | None]]
+Handler = Callable[[Message], "Message | None | Awaitable[Message | None]"]
 
 #: the longest line either side accepts: an envelope with many long recipients
 LINE_LIMIT = 64 * 1024 * 1024
@@ -102,11 +105,11 @@ class Channel:
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
                 elif "id" in msg:
-                    task = asyncio.create_task(self._answer(msg))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    self._request(msg)
                 else:
-                    await self._handler(msg)
+                    result = self._handler(msg)
+                    if inspect.isawaitable(result):
+                        await result
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
@@ -116,10 +119,22 @@ class Channel:
                     fut.set_exception(ChannelClosed("channel closed"))
             self._writer.close()
 
-    async def _answer(self, msg: Message) -> None:
+    def _request(self, msg: Message) -> None:
         try:
-            reply = await self._handler(msg) or {}
+            result = self._handler(msg)
         except Exception as e:  # the asker gets the failure, never silence
+            result = {"error": repr(e)}
+        if inspect.isawaitable(result):
+            task = asyncio.create_task(self._answer(msg, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self.notify({**(result or {}), "re": msg["id"]})
+
+    async def _answer(self, msg: Message, pending: Awaitable[Message | None]) -> None:
+        try:
+            reply = await pending or {}
+        except Exception as e:
             reply = {"error": repr(e)}
         self.notify({**reply, "re": msg["id"]})
 

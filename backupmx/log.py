@@ -36,6 +36,8 @@ class Logger:
         self._lock = threading.Lock()
         self._dirty = False
         self._flusher: threading.Thread | None = None
+        self._stamp_second = -1
+        self._stamp = ""
 
     def configure(
         self,
@@ -76,8 +78,11 @@ class Logger:
                 else:
                     self.stderr.write(line + "\n")
             if self.file is not None:
-                stamp = time.strftime("%b %e %H:%M:%S", time.localtime())
-                self.file.write(f"{stamp} {self.host} {line}\n")
+                now = int(time.time())
+                if now != self._stamp_second:  # one strftime per second, not per line
+                    self._stamp_second = now
+                    self._stamp = time.strftime("%b %e %H:%M:%S", time.localtime(now))
+                self.file.write(f"{self._stamp} {self.host} {line}\n")
             if self.facility is not None:
                 syslog.syslog(self.facility | priority, f"{component}: {text}")
             if priority <= syslog.LOG_WARNING:

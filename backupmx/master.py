@@ -16,10 +16,12 @@ their queue IDs, which carry the worker's slot (backupmx/queue/ids.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -118,10 +120,7 @@ class Supervisor:
             theirs.close()
         w.born = time.monotonic()
 
-        async def handle(msg: Message) -> Message | None:
-            return await self._handle(w, msg)
-
-        w.channel = await Channel.open(mine, handle)
+        w.channel = await Channel.open(mine, functools.partial(self._handle, w))
         task = asyncio.create_task(self._supervise(w))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -136,7 +135,7 @@ class Supervisor:
                 w.channel.notify({"t": "start"})
 
     # --- what workers ask and announce ------------------------------------------------
-    async def _handle(self, w: Worker, msg: Message) -> Message | None:
+    def _handle(self, w: Worker, msg: Message) -> Message | None | Awaitable[Message]:
         kind = msg.get("t")
         server = self.server
         if kind == "queued":
@@ -155,13 +154,16 @@ class Supervisor:
             if gone is not None:
                 server.anvil.release(gone)
         elif kind == "verify":
-            svc = server.svc
-            verdict = await svc.verifier.query(msg["address"], msg["target"], svc,
-                                               float(msg["wait"]))
-            return {"status": verdict.status, "text": verdict.text}
+            return self._verify(msg)
         else:
             log.warning("master", f"worker {w.index}: unknown request {kind!r}")
         return None
+
+    async def _verify(self, msg: Message) -> Message:
+        svc = self.server.svc
+        verdict = await svc.verifier.query(msg["address"], msg["target"], svc,
+                                           float(msg["wait"]))
+        return {"status": verdict.status, "text": verdict.text}
 
     # --- supervision ----------------------------------------------------------------------
     async def _supervise(self, w: Worker) -> None:

@@ -113,8 +113,11 @@ class Qmgr:
             if not env.hold:
                 self._schedule(env, self._due(env, now))
 
-    def submit(self, env: Envelope) -> None:
-        """A message just became durable: try it at once (once, however often announced)."""
+    def submit(self, env: Envelope, stored: str = "") -> None:
+        """A message just became durable: try it at once (once, however often announced).
+
+        ``stored`` (its JSON, for a queue elsewhere) is not needed: this is the queue.
+        """
         if self.knows(env.id):
             return
         self.msgs[env.id] = env

@@ -474,13 +474,18 @@ class Spool:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def commit(self, env: Envelope, content: bytes) -> None:
-        """Store a new message; durable when this returns.  Raises SpoolError."""
-        await self._call(_insert_op(env, content))
+    async def commit(self, env: Envelope, content: bytes) -> str:
+        """Store a new message; durable when this returns.  Raises SpoolError.
+
+        Returns the envelope as stored (JSON), so that passing it on costs no second encoding.
+        """
+        op, text = _insert_op(env, content)
+        await self._call(op)
+        return text
 
     def commit_sync(self, env: Envelope, content: bytes) -> None:
         """``commit`` for threads without an event loop (CLI, bounce injection)."""
-        self._call_sync(_insert_op(env, content))
+        self._call_sync(_insert_op(env, content)[0])
 
     async def update(self, env: Envelope) -> bool:
         """Persist recipient states, hold and history; False if the entry is gone."""
@@ -574,8 +579,8 @@ class Spool:
         return data
 
 
-def _insert_op(env: Envelope, content: bytes) -> Op:
-    """Serialise in the caller's thread so the writer only writes."""
+def _insert_op(env: Envelope, content: bytes) -> tuple[Op, str]:
+    """Serialise in the caller's thread so the writer only writes; the op and the JSON."""
     text = encode_envelope(env)
     row = (env.id, text, _sha(text))
     blob = (env.id, content, _sha(content))
@@ -584,7 +589,7 @@ def _insert_op(env: Envelope, content: bytes) -> Op:
         db.execute("INSERT INTO envelope (id, data, sha256) VALUES (?, ?, ?)", row)
         db.execute("INSERT INTO content (id, data, sha256) VALUES (?, ?, ?)", blob)
 
-    return op
+    return op, text
 
 
 def _update_op(env: Envelope) -> Callable[[sqlite3.Connection], bool]:

@@ -33,7 +33,8 @@ BACKLOG = 1024
 class QueueFront(Protocol):
     """Where a session announces a durable message and an ETRN."""
 
-    def submit(self, env: Envelope) -> None: ...
+    def submit(self, env: Envelope, stored: str) -> None:
+        """``env`` is durable; ``stored`` is its JSON as the spool keeps it."""
     def flush(self, domain: str | None = None) -> object: ...
 
 

@@ -693,7 +693,7 @@ class Session:
         )
         actions.apply(env)
         try:
-            await self.server.spool.commit(env, content)
+            stored = await self.server.spool.commit(env, content)
         except SpoolError as e:
             log.warning("cleanup", f"{qid}: queue file write error: {e}")
             if _disk_full(e):
@@ -706,7 +706,7 @@ class Session:
             f"{qid}: from=<{env.sender}>, size={env.size}, nrcpt={len(env.recipients)} "
             "(queue active)",
         )
-        self.server.qmgr.submit(env)
+        self.server.qmgr.submit(env, stored)
         self.errors = 0
         await self.send(f"250 2.0.0 Ok: queued as {qid}")
         return True

@@ -25,7 +25,6 @@ from backupmx.envelope import Envelope
 from backupmx.ipc import Channel, ChannelClosed, Message, RemoteError
 from backupmx.log import log
 from backupmx.queue import ids
-from backupmx.queue.store import encode_envelope
 from backupmx.smtpd.host import SmtpdHost, configure_logging, raise_fd_limit
 from backupmx.smtpd.session import Session, anvil_reply, ceiling_reply
 from backupmx.verify.service import Answer
@@ -40,8 +39,8 @@ class RemoteQueue:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
 
-    def submit(self, env: Envelope) -> None:
-        self.channel.notify({"t": "queued", "env": encode_envelope(env)})
+    def submit(self, env: Envelope, stored: str) -> None:
+        self.channel.notify({"t": "queued", "env": stored})
 
     def flush(self, domain: str | None = None) -> None:
         self.channel.notify({"t": "flush", "domain": domain})
@@ -101,7 +100,7 @@ class Worker(SmtpdHost):
         if self.channel is not None:
             self.channel.notify({"t": "release", "key": id(session)})
 
-    async def _from_master(self, msg: Message) -> Message | None:
+    def _from_master(self, msg: Message) -> Message | None:
         if msg.get("t") == "start":
             self._start.set()
         return None

@@ -64,12 +64,13 @@ class FakeTransport(asyncio.Transport):
 class FakeSpool:
     committed: list[tuple[Envelope, bytes]] = field(default_factory=list)
 
-    async def commit(self, env: Envelope, content: bytes) -> None:
+    async def commit(self, env: Envelope, content: bytes) -> str:
         self.committed.append((env, content))
+        return "{}"
 
 
 class FakeQmgr:
-    def submit(self, env: Envelope) -> None:
+    def submit(self, env: Envelope, stored: str) -> None:
         pass
 
     def flush(self, domain: str) -> None:

@@ -72,3 +72,15 @@ async def test_a_request_fails_when_the_other_side_goes():
         await w.request({"t": "admit"})
     for t in tasks:
         t.cancel()
+
+
+async def test_a_handler_may_answer_at_once():
+    def master(msg: Message) -> Message | None:
+        return {"refusal": None} if msg["t"] == "admit" else None
+
+    m, w, tasks = await pair(master, nothing)
+    assert await w.request({"t": "admit"}) == {"refusal": None, "re": 1}
+    assert await w.request({"t": "release"}) == {"re": 2}
+    assert m._tasks == set()  # no task was needed for either
+    w.close()
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
