@@ -63,9 +63,17 @@ class Channel:
         What is sent within one turn of the event loop goes out in one write: under load
         a worker has several messages to announce at once, and each write is a syscall.
         """
+        self.notify_raw(json.dumps(msg, separators=(",", ":")).encode())
+
+    def notify_raw(self, line: bytes) -> None:
+        """Send a notice already encoded as one JSON object without a newline.
+
+        For a notice that embeds JSON made elsewhere (a stored envelope): encoding it
+        again as a string would escape every quote of it, on every message.
+        """
         if self.closed:
             return
-        self._out.append(json.dumps(msg, separators=(",", ":")).encode())
+        self._out.append(line)
         if len(self._out) == 1:
             asyncio.get_running_loop().call_soon(self._send)
 

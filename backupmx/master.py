@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from backupmx.ipc import Channel, Message
 from backupmx.log import log
 from backupmx.queue import ids
-from backupmx.queue.store import decode_envelope
+from backupmx.queue.store import envelope_of
 from backupmx.smtpd.host import BACKLOG
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class Supervisor:
         kind = msg.get("t")
         server = self.server
         if kind == "queued":
-            server.qmgr.submit(decode_envelope(msg["env"]))
+            server.qmgr.submit(envelope_of(msg["env"]))
         elif kind == "flush":
             server.qmgr.flush(msg.get("domain"))
         elif kind == "admit":

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 _UNREACHABLE = ("connect to ",)
 WATCH_INTERVAL = 1.0
 SUSPENDED = "delivery temporarily suspended: "
-_GONE_KEPT = 100_000  # finished IDs remembered (about 10 MB at most)
+_GONE_KEPT = 10_000  # finished IDs remembered (about 1 MB)
 
 
 async def _greets(ip: str, port: int, timeout: float) -> bool:

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from backupmx.envelope import Envelope, Recipient
 from backupmx.log import log
@@ -106,7 +106,11 @@ def encode_envelope(env: Envelope) -> str:
 
 def decode_envelope(text: str) -> Envelope:
     """Rebuild an Envelope from its JSON; raises ValueError/TypeError/KeyError if malformed."""
-    data = json.loads(text)
+    return envelope_of(json.loads(text))
+
+
+def envelope_of(data: dict[str, Any]) -> Envelope:
+    """Rebuild an Envelope from its decoded JSON (consumes ``data``)."""
     recipients = [Recipient(**r) for r in data.pop("recipients")]
     return Envelope(recipients=recipients, **data)
 

@@ -40,7 +40,7 @@ class RemoteQueue:
         self.channel = channel
 
     def submit(self, env: Envelope, stored: str) -> None:
-        self.channel.notify({"t": "queued", "env": stored})
+        self.channel.notify_raw(b'{"t":"queued","env":' + stored.encode() + b"}")
 
     def flush(self, domain: str | None = None) -> None:
         self.channel.notify({"t": "flush", "domain": domain})

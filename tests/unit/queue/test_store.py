@@ -17,7 +17,7 @@ import pytest
 from backupmx.envelope import DEFERRED, Envelope, Recipient
 from backupmx.log import log
 from backupmx.queue.ids import new_id
-from backupmx.queue.store import Spool, SpoolError
+from backupmx.queue.store import Spool, SpoolError, encode_envelope
 
 CONTENT = b"Subject: test\r\n\r\nbody\r\n"
 
@@ -110,7 +110,7 @@ async def test_duplicate_id_fails_alone(spool: Spool) -> None:
         return_exceptions=True,
     )
     assert isinstance(results[0], SpoolError)
-    assert results[1] is None
+    assert results[1] == encode_envelope(other)  # the envelope as stored
     assert spool.content("DUP0000001") == CONTENT  # never overwritten
     assert spool.envelope(other.id) == other
 
