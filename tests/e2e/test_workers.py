@@ -137,16 +137,21 @@ def test_each_worker_queues_with_its_own_ids_and_the_master_delivers(mx, primary
         mx.wait_log(rf"smtp\[{mx.proc.pid}\]: {qid}: to=<alice@nausch\.org>.*status=sent")
 
 
-def test_connection_count_limit_counts_every_worker(backupmx_factory):
-    server = backupmx_factory(SEED + "smtpd_client_connection_count_limit = 1\n")
+def one_on_each(server: BackupMX) -> tuple[int, int, str]:
+    """A client on the first worker, then one on the second; their pids, the second's banner."""
     (a, _), (b, _) = sorted(wait_workers(server, 2).items())
     first = on(server, a)
     second = on(server, b)
     assert first.banner.startswith("220 ")
-    assert second.banner == (f"421 4.7.0 mx1.tachtler.net Error: too many connections "
-                             f"from {OUTSIDE}")
     first.close()
     second.close()
+    return a, b, second.banner
+
+
+def test_connection_count_limit_counts_every_worker(backupmx_factory):
+    server = backupmx_factory(SEED + "smtpd_client_connection_count_limit = 1\n")
+    _a, b, banner = one_on_each(server)
+    assert banner == f"421 4.7.0 mx1.tachtler.net Error: too many connections from {OUTSIDE}"
     server.wait_log(rf"smtpd\[{b}\]: warning: too many connections from {OUTSIDE} for ")
     deadline = time.monotonic() + 10
     while True:  # the first client's release reaches the master a moment after its close
@@ -161,13 +166,8 @@ def test_connection_count_limit_counts_every_worker(backupmx_factory):
 
 def test_session_ceiling_counts_every_worker(backupmx_factory):
     server = backupmx_factory(SEED + "smtpd_max_sessions = 1\n")
-    (a, _), (b, _) = sorted(wait_workers(server, 2).items())
-    first = on(server, a)
-    second = on(server, b)
-    assert first.banner.startswith("220 ")
-    assert second.banner == "421 4.3.2 mx1.tachtler.net Error: too many sessions, try again later"
-    first.close()
-    second.close()
+    _a, _b, banner = one_on_each(server)
+    assert banner == "421 4.3.2 mx1.tachtler.net Error: too many sessions, try again later"
 
 
 def test_verification_is_one_probe_for_all_workers(backupmx_factory, primary):
