@@ -27,6 +27,8 @@ from backupmx.restrictions.engine import (
 )
 from backupmx.verify.service import Verifier, verifier_for
 
+MAX_WORKERS = 64  # smtpd_worker_processes: more processes than this is a typo, not a plan
+
 # Restriction list parameters and the kind of list each one is.
 LIST_PARAMS = {
     "client": "smtpd_client_restrictions",
@@ -171,6 +173,10 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
         else None
     )
 
+    if not 0 <= cfg.int("smtpd_worker_processes") <= MAX_WORKERS:
+        issue("smtpd_worker_processes",
+              f"smtpd_worker_processes: {cfg.int('smtpd_worker_processes')} is not between 0 "
+              f"and {MAX_WORKERS}")
     listen: list[tuple[str, int]] = []
     for item in cfg.list("smtpd_listen"):
         try:

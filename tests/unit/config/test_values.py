@@ -1,7 +1,10 @@
 """Typed values: times, booleans, integers, codes, choices, ports, and their error texts."""
 
+import os
+
 import pytest
 
+from backupmx import services
 from backupmx.config import ConfigError, parse, parse_time
 
 
@@ -193,3 +196,12 @@ def test_bad_braces_in_a_list_value() -> None:
         'l.cf:1: bad value "check_policy_service { inet:x" for parameter '
         'smtpd_recipient_restrictions: missing "}" in "check_policy_service { inet:x"'
     )
+
+
+def test_worker_processes_bounded_and_defaulted_from_the_cpus():
+    with pytest.raises(ConfigError) as info:
+        services.build(parse("mynetworks = 127.0.0.1/32\nsmtpd_worker_processes = 65\n"))
+    assert "smtpd_worker_processes: 65 is not between 0 and 64" in str(info.value)
+    cpus = len(os.sched_getaffinity(0))
+    default = parse("mynetworks = 127.0.0.1/32\n").int("smtpd_worker_processes")
+    assert default == (cpus if cpus > 1 else 0)
