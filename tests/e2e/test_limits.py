@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.e2e.util import OUTSIDE, message, send
+from tests.e2e.util import OUTSIDE, Raw, message, send
 
 SEED = """
 smtpd_recipient_restrictions =
@@ -16,35 +16,6 @@ smtpd_recipient_restrictions =
     reject_unauth_destination
 """
 HOST = "mx1.tachtler.net"
-
-
-class Raw:
-    def __init__(self, mx, source: str = OUTSIDE, timeout: float = 30) -> None:
-        self.sock = socket.create_connection(
-            (mx.host, mx.port), timeout=timeout, source_address=(source, 0)
-        )
-        self.f = self.sock.makefile("rb")
-
-    def reply(self) -> str:
-        lines = []
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise ConnectionError("closed")
-            lines.append(line.decode().rstrip("\r\n"))
-            if line[3:4] != b"-":
-                return "\n".join(lines)
-
-    def cmd(self, data: str | bytes) -> str:
-        self.sock.sendall(data.encode() + b"\r\n" if isinstance(data, str) else data)
-        return self.reply()
-
-    def closed(self) -> bool:
-        return self.f.readline() == b""
-
-    def close(self) -> None:
-        self.f.close()
-        self.sock.close()
 
 
 def served(mx, source: str = OUTSIDE) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
-from tests.e2e.util import OUTSIDE
+from tests.e2e.util import Raw
 
 SEED = """
 smtpd_recipient_restrictions =
@@ -16,35 +14,6 @@ smtpd_recipient_restrictions =
 """
 
 
-class Raw:
-    """A line-level SMTP client: send exact bytes, read exact replies."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.sock = socket.create_connection((host, port), timeout=15, source_address=(OUTSIDE, 0))
-        self.f = self.sock.makefile("rb")
-
-    def reply(self) -> list[str]:
-        lines = []
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise ConnectionError("closed")
-            lines.append(line.decode().rstrip("\r\n"))
-            if line[3:4] != b"-":
-                return lines
-
-    def cmd(self, text: str | bytes) -> list[str]:
-        self.sock.sendall(text.encode() + b"\r\n" if isinstance(text, str) else text)
-        return self.reply()
-
-    def closed(self) -> bool:
-        return self.f.readline() == b""
-
-    def close(self) -> None:
-        self.f.close()
-        self.sock.close()
-
-
 @pytest.fixture
 def mx(backupmx_factory, primary):
     return backupmx_factory(SEED + "message_size_limit = 100000\n")
@@ -52,14 +21,14 @@ def mx(backupmx_factory, primary):
 
 @pytest.fixture
 def c(mx):
-    client = Raw(mx.host, mx.port)
-    assert client.reply() == ["220 mx1.tachtler.net ESMTP backupmx"]
+    client = Raw(mx)
+    assert client.reply_lines() == ["220 mx1.tachtler.net ESMTP backupmx"]
     yield client
     client.close()
 
 
 def test_ehlo_lists_the_extensions_in_postfix_order(c):
-    assert c.cmd("EHLO client.example.net") == [
+    assert c.cmd_lines("EHLO client.example.net") == [
         "250-mx1.tachtler.net",
         "250-PIPELINING",
         "250-SIZE 100000",
@@ -97,85 +66,87 @@ def test_ehlo_lists_the_extensions_in_postfix_order(c):
     ],
 )
 def test_single_command_replies(c, command, reply):
-    c.cmd("EHLO client.example.net")
-    assert c.cmd(command) == [reply]
+    c.cmd_lines("EHLO client.example.net")
+    assert c.cmd_lines(command) == [reply]
 
 
 def test_transaction_errors(c):
-    c.cmd("EHLO client.example.net")
-    assert c.cmd("MAIL FROM:<s@sender.example> SIZE=200000") == [
+    c.cmd_lines("EHLO client.example.net")
+    assert c.cmd_lines("MAIL FROM:<s@sender.example> SIZE=200000") == [
         "552 5.3.4 Message size exceeds fixed limit"
     ]
-    assert c.cmd("MAIL FROM:<s@sender.example> SIZE=abc") == ["501 5.5.4 Bad message size syntax"]
-    assert c.cmd("MAIL FROM:<s@sender.example> FOO=bar") == [
+    assert c.cmd_lines("MAIL FROM:<s@sender.example> SIZE=abc") == [
+        "501 5.5.4 Bad message size syntax"
+    ]
+    assert c.cmd_lines("MAIL FROM:<s@sender.example> FOO=bar") == [
         "555 5.5.4 Unsupported option: FOO=bar"
     ]
-    assert c.cmd("MAIL FROM:<s@sender.example> BODY=8BITMIME SMTPUTF8") == ["250 2.1.0 Ok"]
-    assert c.cmd("MAIL FROM:<s@sender.example>") == ["503 5.5.1 Error: nested MAIL command"]
-    assert c.cmd("RCPT TO:<>") == ["501 5.1.3 Bad recipient address syntax"]
-    assert c.cmd("RCPT alice@nausch.org") == ["501 5.5.4 Syntax: RCPT TO:<address>"]
-    assert c.cmd("RCPT TO:<alice@nausch.org> NOTIFY=SOMETIMES") == [
+    assert c.cmd_lines("MAIL FROM:<s@sender.example> BODY=8BITMIME SMTPUTF8") == ["250 2.1.0 Ok"]
+    assert c.cmd_lines("MAIL FROM:<s@sender.example>") == ["503 5.5.1 Error: nested MAIL command"]
+    assert c.cmd_lines("RCPT TO:<>") == ["501 5.1.3 Bad recipient address syntax"]
+    assert c.cmd_lines("RCPT alice@nausch.org") == ["501 5.5.4 Syntax: RCPT TO:<address>"]
+    assert c.cmd_lines("RCPT TO:<alice@nausch.org> NOTIFY=SOMETIMES") == [
         "501 5.5.4 Error: Bad NOTIFY parameter syntax"
     ]
-    assert c.cmd("RCPT TO:<alice@nausch.org> ORCPT=junk") == [
+    assert c.cmd_lines("RCPT TO:<alice@nausch.org> ORCPT=junk") == [
         "501 5.5.4 Error: Bad ORCPT parameter syntax"
     ]
-    assert c.cmd("DATA") == ["554 5.5.1 Error: no valid recipients"]
-    assert c.cmd("RCPT TO:<alice@nausch.org> NOTIFY=NEVER") == ["250 2.1.5 Ok"]
-    assert c.cmd("DATA x") == ["501 5.5.4 Syntax: DATA"]
-    assert c.cmd("ETRN nausch.org") == ["503 Error: MAIL transaction in progress"]
-    assert c.cmd("QUIT") == ["221 2.0.0 Bye"]
+    assert c.cmd_lines("DATA") == ["554 5.5.1 Error: no valid recipients"]
+    assert c.cmd_lines("RCPT TO:<alice@nausch.org> NOTIFY=NEVER") == ["250 2.1.5 Ok"]
+    assert c.cmd_lines("DATA x") == ["501 5.5.4 Syntax: DATA"]
+    assert c.cmd_lines("ETRN nausch.org") == ["503 Error: MAIL transaction in progress"]
+    assert c.cmd_lines("QUIT") == ["221 2.0.0 Bye"]
 
 
 def test_pipelined_transaction_gets_all_replies_in_order(c):
-    c.cmd("EHLO client.example.net")
+    c.cmd_lines("EHLO client.example.net")
     c.sock.sendall(
         b"MAIL FROM:<s@sender.example>\r\nRCPT TO:<alice@nausch.org>\r\n"
         b"RCPT TO:<x@foreign.example>\r\nDATA\r\n"
     )
-    assert c.reply() == ["250 2.1.0 Ok"]
-    assert c.reply() == ["250 2.1.5 Ok"]
-    assert c.reply() == ["554 5.7.1 <x@foreign.example>: Relay access denied"]
-    assert c.reply() == ["354 End data with <CR><LF>.<CR><LF>"]
+    assert c.reply_lines() == ["250 2.1.0 Ok"]
+    assert c.reply_lines() == ["250 2.1.5 Ok"]
+    assert c.reply_lines() == ["554 5.7.1 <x@foreign.example>: Relay access denied"]
+    assert c.reply_lines() == ["354 End data with <CR><LF>.<CR><LF>"]
     c.sock.sendall(b"Subject: x\r\n\r\nbody\r\n.\r\n")
-    assert c.reply()[0].startswith("250 2.0.0 Ok: queued as ")
+    assert c.reply_lines()[0].startswith("250 2.0.0 Ok: queued as ")
 
 
 def test_oversize_message_is_read_to_the_end_then_refused(c):
-    c.cmd("EHLO client.example.net")
-    c.cmd("MAIL FROM:<s@sender.example>")
-    c.cmd("RCPT TO:<alice@nausch.org>")
-    assert c.cmd("DATA") == ["354 End data with <CR><LF>.<CR><LF>"]
+    c.cmd_lines("EHLO client.example.net")
+    c.cmd_lines("MAIL FROM:<s@sender.example>")
+    c.cmd_lines("RCPT TO:<alice@nausch.org>")
+    assert c.cmd_lines("DATA") == ["354 End data with <CR><LF>.<CR><LF>"]
     c.sock.sendall(b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 120 + b".\r\n")
-    assert c.reply() == ["552 5.3.4 Error: message file too big"]
-    assert c.cmd("NOOP") == ["250 2.0.0 Ok"]
+    assert c.reply_lines() == ["552 5.3.4 Error: message file too big"]
+    assert c.cmd_lines("NOOP") == ["250 2.0.0 Ok"]
 
 
 def test_http_request_is_answered_and_disconnected(c):
-    assert c.cmd("GET / HTTP/1.0") == ["221 2.7.0 Error: I can break rules, too. Goodbye."]
+    assert c.cmd_lines("GET / HTTP/1.0") == ["221 2.7.0 Error: I can break rules, too. Goodbye."]
     assert c.closed()
 
 
 def test_hop_count_limit(c):
-    c.cmd("EHLO client.example.net")
-    c.cmd("MAIL FROM:<s@sender.example>")
-    c.cmd("RCPT TO:<alice@nausch.org>")
-    c.cmd("DATA")
+    c.cmd_lines("EHLO client.example.net")
+    c.cmd_lines("MAIL FROM:<s@sender.example>")
+    c.cmd_lines("RCPT TO:<alice@nausch.org>")
+    c.cmd_lines("DATA")
     c.sock.sendall(b"Received: from x\r\n" * 49 + b"Subject: loop\r\n\r\nbody\r\n.\r\n")
-    assert c.reply() == ["554 5.4.0 Error: too many hops"]
+    assert c.reply_lines() == ["554 5.4.0 Error: too many hops"]
 
 
 def test_long_command_line_is_cut_with_one_reply(c):
-    c.cmd("EHLO client.example.net")
-    assert c.cmd("NOOP " + "x" * 5000) == ["250 2.0.0 Ok"]
-    assert c.cmd("NOOP") == ["250 2.0.0 Ok"]
+    c.cmd_lines("EHLO client.example.net")
+    assert c.cmd_lines("NOOP " + "x" * 5000) == ["250 2.0.0 Ok"]
+    assert c.cmd_lines("NOOP") == ["250 2.0.0 Ok"]
 
 
 def test_hard_error_limit_disconnects(backupmx_factory, primary):
     mx = backupmx_factory(SEED + "smtpd_hard_error_limit = 3\nsmtpd_soft_error_limit = 100\n")
-    c = Raw(mx.host, mx.port)
-    c.reply()
+    c = Raw(mx)
+    c.reply_lines()
     for _ in range(3):
-        assert c.cmd("XYZZY") == ["500 5.5.2 Error: command not recognized"]
-    assert c.cmd("NOOP") == ["421 4.7.0 mx1.tachtler.net Error: too many errors"]
+        assert c.cmd_lines("XYZZY") == ["500 5.5.2 Error: command not recognized"]
+    assert c.cmd_lines("NOOP") == ["421 4.7.0 mx1.tachtler.net Error: too many errors"]
     assert c.closed()

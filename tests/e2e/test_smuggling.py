@@ -8,12 +8,11 @@ that one, with CRLF line ends only, so it cannot be smuggled either.
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
-from tests.e2e.util import OUTSIDE
+from tests.e2e.util import Raw
 
 SEED = """
 smtpd_recipient_restrictions =
@@ -43,33 +42,9 @@ VARIANTS = [
 ]
 
 
-class Raw:
-    def __init__(self, host: str, port: int) -> None:
-        self.sock = socket.create_connection((host, port), timeout=20, source_address=(OUTSIDE, 0))
-        self.f = self.sock.makefile("rb")
-
-    def reply(self) -> str:
-        lines = []
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise ConnectionError("closed")
-            lines.append(line.decode().rstrip("\r\n"))
-            if line[3:4] != b"-":
-                return "\n".join(lines)
-
-    def cmd(self, data: bytes) -> str:
-        self.sock.sendall(data)
-        return self.reply()
-
-    def close(self) -> None:
-        self.f.close()
-        self.sock.close()
-
-
 def transaction(mx, body: bytes) -> tuple[list[str], Raw]:
     """EHLO, MAIL, RCPT, DATA, ``body`` (sent as is); the replies up to the one after it."""
-    c = Raw(mx.host, mx.port)
+    c = Raw(mx)
     replies = [c.reply()]
     replies.append(c.cmd(b"EHLO client.example.net\r\n"))
     replies.append(c.cmd(b"MAIL FROM:<sender@sender.example>\r\n"))
@@ -166,7 +141,7 @@ def test_reject_mode_521_disconnects(backupmx_factory, primary):
 
 
 def test_reject_mode_bare_LF_command_line_disconnects(strict_mx):
-    c = Raw(strict_mx.host, strict_mx.port)
+    c = Raw(strict_mx)
     c.reply()
     assert c.cmd(b"EHLO client.example.net\n") == (
         "550 5.5.2 mx1.tachtler.net Error: bare <LF> received"

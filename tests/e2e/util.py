@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,51 @@ class Outcome:
     def queue_id(self) -> str:
         assert self.data is not None and self.data[0] == 250, self.data
         return self.data[1].decode().rsplit(" ", 1)[1]
+
+
+class Raw:
+    """A line-level SMTP client: send exact bytes, read each reply whole.
+
+    ``cmd`` appends CRLF to a str and sends bytes as they are; ``reply`` gives the
+    reply's lines joined by newlines, ``reply_lines`` them as a list.
+    """
+
+    def __init__(self, mx: BackupMX, source: str = OUTSIDE, timeout: float = 30) -> None:
+        self.sock = socket.create_connection(
+            (mx.host, mx.port), timeout=timeout, source_address=(source, 0)
+        )
+        self.f = self.sock.makefile("rb")
+
+    def reply_lines(self) -> list[str]:
+        lines = []
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise ConnectionError("closed")
+            lines.append(line.decode().rstrip("\r\n"))
+            if line[3:4] != b"-":
+                return lines
+
+    def reply(self) -> str:
+        return "\n".join(self.reply_lines())
+
+    def send(self, data: str | bytes) -> None:
+        self.sock.sendall(data.encode() + b"\r\n" if isinstance(data, str) else data)
+
+    def cmd(self, data: str | bytes) -> str:
+        self.send(data)
+        return self.reply()
+
+    def cmd_lines(self, data: str | bytes) -> list[str]:
+        self.send(data)
+        return self.reply_lines()
+
+    def closed(self) -> bool:
+        return self.f.readline() == b""
+
+    def close(self) -> None:
+        self.f.close()
+        self.sock.close()
 
 
 def connect(mx: BackupMX, source: str = OUTSIDE, helo: str = "client.example.net") -> smtplib.SMTP:
