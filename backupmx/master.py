@@ -41,7 +41,7 @@ RESPAWN_DELAY_MAX = 30.0
 STABLE_AFTER = 10.0  # a worker that lived this long resets the delay
 
 
-class BindError(OSError):
+class BindError(Exception):
     """A listen address cannot be bound; the text names it."""
 
 
@@ -50,8 +50,11 @@ def bind(listen: list[tuple[str, int]]) -> list[socket.socket]:
     socks: list[socket.socket] = []
     try:
         for host, port in listen:
-            infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
+            try:
+                infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                           flags=socket.AI_PASSIVE)
+            except OSError as e:
+                raise BindError(f"cannot listen on {host}:{port}: {e}") from e
             seen: set[tuple[Any, ...]] = set()
             for family, kind, proto, _name, addr in infos:
                 if (family, addr) in seen:
@@ -65,8 +68,7 @@ def bind(listen: list[tuple[str, int]]) -> list[socket.socket]:
                 try:
                     s.bind(addr)
                 except OSError as e:
-                    raise BindError(e.errno, f"cannot listen on {host}:{port}: "
-                                    f"{e.strerror}") from e
+                    raise BindError(f"cannot listen on {host}:{port}: {e.strerror}") from e
                 s.listen(BACKLOG)
                 s.setblocking(False)
                 s.set_inheritable(True)
@@ -75,6 +77,13 @@ def bind(listen: list[tuple[str, int]]) -> list[socket.socket]:
             s.close()
         raise
     return socks
+
+
+def _ignore_sighup() -> None:
+    """In the new worker, before exec: a reload that comes while it starts up must not kill
+    it (the default action); it reads the file as it is then anyway, and sets its own
+    handler once its event loop runs."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 @dataclass
@@ -115,6 +124,7 @@ class Supervisor:
                 "--listen", listen,
                 pass_fds=[theirs.fileno(), *(s.fileno() for s in self.sockets)],
                 stdin=asyncio.subprocess.DEVNULL,
+                preexec_fn=_ignore_sighup,
             )
         finally:
             theirs.close()

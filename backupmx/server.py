@@ -33,10 +33,6 @@ __all__ = ["Server", "configure_logging", "run", "serve"]
 SHUTDOWN_GRACE = 10.0
 
 
-def worker_count(cfg: config.Config) -> int:
-    return cfg.int("smtpd_worker_processes")
-
-
 class Server(SmtpdHost):
     qmgr: Qmgr
 
@@ -70,12 +66,13 @@ class Server(SmtpdHost):
     # --- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
         """Bind (as root for port 25), drop privileges, open the queue, then serve."""
-        count = worker_count(self.svc.cfg)
+        sockets = bind(self.svc.listen)
+        count = self.svc.cfg.int("smtpd_worker_processes")
         if count:
-            self.workers = Supervisor(self, count, bind(self.svc.listen))
+            self.workers = Supervisor(self, count, sockets)
             await self.workers.spawn_all()  # as root: each drops privileges itself
         else:
-            await self.listen()
+            await self.listen(sockets)
         privileges.drop(self.svc.cfg)
         report = self.spool.open()
         log.info("qmgr", f"queue {self.svc.cfg.str('queue_directory')}: {report}")
@@ -106,7 +103,7 @@ class Server(SmtpdHost):
             self.workers.signal_all(signal.SIGHUP)  # each reads the file itself
         if svc is None:
             return
-        if worker_count(svc.cfg) != worker_count(self.svc.cfg):
+        if svc.cfg.int("smtpd_worker_processes") != self.svc.cfg.int("smtpd_worker_processes"):
             log.warning("master", "smtpd_worker_processes changed: restart backupmx to apply it")
         old, self.svc = self.svc, svc
         old.policy.close()  # idle policy connections and the greylist store of the old config
@@ -144,7 +141,7 @@ async def serve(cfg: config.Config) -> int:
     try:
         await server.start()
     except (privileges.PrivilegeError, BindError) as e:
-        log.error("master", f"fatal: {e}")
+        log.fatal("master", str(e))
         if server.workers is not None:
             await server.workers.stop(time.monotonic() + 1)
         return 1

@@ -92,19 +92,12 @@ class SmtpdHost:
         raise NotImplementedError
 
     # --- listening ------------------------------------------------------------------
-    async def listen(self, sockets: list[socket.socket] | None = None) -> None:
-        """Prepare the listeners, on ``sockets`` handed down or on smtpd_listen."""
+    async def listen(self, sockets: list[socket.socket]) -> None:
+        """Prepare the listeners on the sockets the master bound (backupmx/master.py)."""
         loop = asyncio.get_running_loop()
-        if sockets is not None:
-            for sock in sockets:
-                self._listeners.append(await loop.create_server(
-                    lambda: Conn(self._session), sock=sock, backlog=BACKLOG,
-                    start_serving=False))
-            return
-        for host, port in self.svc.listen:
+        for sock in sockets:
             self._listeners.append(await loop.create_server(
-                lambda: Conn(self._session), host, port, reuse_address=True, backlog=BACKLOG,
-                start_serving=False))
+                lambda: Conn(self._session), sock=sock, backlog=BACKLOG, start_serving=False))
 
     async def start_serving(self) -> None:
         for srv in self._listeners:

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         privileges.drop(cfg)
     except privileges.PrivilegeError as e:
-        log.error("smtpd", f"fatal: {e}")
+        log.fatal("smtpd", str(e))
         return 1
     _die_with_parent(parent)
     listen = [int(fd) for fd in args.listen.split(",") if fd]

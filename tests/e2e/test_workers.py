@@ -8,8 +8,9 @@ accepted and greeted: whoever can run accepts it.
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,8 +21,8 @@ import pytest
 from backupmx.envelope import Envelope, Recipient
 from backupmx.queue import ids
 from backupmx.queue.store import Spool
-from tests.e2e.util import OUTSIDE, message
-from tests.peers.backupmx import BackupMX
+from tests.e2e.util import OUTSIDE, Raw, message
+from tests.peers.backupmx import BackupMX, command
 
 SEED = """
 smtpd_worker_processes = 2
@@ -57,39 +58,13 @@ def wait_workers(mx: BackupMX, n: int, timeout: float = 15) -> dict[int, int]:
         time.sleep(0.1)
 
 
-class Client:
-    """A line-level SMTP client; ``banner`` is the first reply."""
-
-    def __init__(self, mx: BackupMX) -> None:
-        self.sock = socket.create_connection((mx.host, mx.port), timeout=20,
-                                             source_address=(OUTSIDE, 0))
-        self.file = self.sock.makefile("rb")
-        self.banner = self.reply()
-
-    def reply(self) -> str:
-        lines = []
-        while True:
-            line = self.file.readline().decode().rstrip("\r\n")
-            lines.append(line)
-            if len(line) < 4 or line[3] != "-":
-                return "\n".join(lines)
-
-    def cmd(self, line: str) -> str:
-        self.sock.sendall(line.encode() + b"\r\n")
-        return self.reply()
-
-    def send(self, rcpt: str, data: bytes) -> str:
-        """One transaction to ``rcpt``; the reply to the final dot."""
-        assert self.cmd("EHLO client.example.net").startswith("250")
-        assert self.cmd("MAIL FROM:<sender@sender.example>").startswith("250")
-        assert self.cmd(f"RCPT TO:<{rcpt}>") == "250 2.1.5 Ok"
-        assert self.cmd("DATA").startswith("354")
-        self.sock.sendall(data + b".\r\n")
-        return self.reply()
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
+def transaction(c: Raw, rcpt: str, data: bytes) -> str:
+    """One transaction to ``rcpt`` on a greeted connection; the reply to the final dot."""
+    assert c.cmd("EHLO client.example.net").startswith("250")
+    assert c.cmd("MAIL FROM:<sender@sender.example>").startswith("250")
+    assert c.cmd(f"RCPT TO:<{rcpt}>") == "250 2.1.5 Ok"
+    assert c.cmd("DATA").startswith("354")
+    return c.cmd(data + b".\r\n")
 
 
 @contextmanager
@@ -105,9 +80,11 @@ def only(mx: BackupMX, pid: int) -> Iterator[None]:
             os.kill(p, signal.SIGCONT)
 
 
-def on(mx: BackupMX, pid: int) -> Client:
+def on(mx: BackupMX, pid: int) -> tuple[Raw, str]:
+    """A connection accepted by worker ``pid``, and its banner."""
     with only(mx, pid):
-        return Client(mx)
+        c = Raw(mx, timeout=20)
+        return c, c.reply()
 
 
 @pytest.fixture
@@ -120,9 +97,9 @@ def mx(backupmx_factory: Callable[..., BackupMX]) -> BackupMX:
 def test_each_worker_queues_with_its_own_ids_and_the_master_delivers(mx, primary):
     got = []
     for pid, index in sorted(workers(mx).items()):
-        c = on(mx, pid)
-        assert c.banner.startswith("220 ")
-        reply = c.send("alice@nausch.org", message(f"via worker {index}"))
+        c, banner = on(mx, pid)
+        assert banner.startswith("220 ")
+        reply = transaction(c, "alice@nausch.org", message(f"via worker {index}"))
         c.close()
         assert reply.startswith("250 2.0.0 Ok: queued as "), reply
         qid = reply.rsplit(" ", 1)[1]
@@ -140,12 +117,12 @@ def test_each_worker_queues_with_its_own_ids_and_the_master_delivers(mx, primary
 def one_on_each(server: BackupMX) -> tuple[int, int, str]:
     """A client on the first worker, then one on the second; their pids, the second's banner."""
     (a, _), (b, _) = sorted(wait_workers(server, 2).items())
-    first = on(server, a)
-    second = on(server, b)
-    assert first.banner.startswith("220 ")
+    first, first_banner = on(server, a)
+    second, second_banner = on(server, b)
+    assert first_banner.startswith("220 ")
     first.close()
     second.close()
-    return a, b, second.banner
+    return a, b, second_banner
 
 
 def test_connection_count_limit_counts_every_worker(backupmx_factory):
@@ -155,12 +132,12 @@ def test_connection_count_limit_counts_every_worker(backupmx_factory):
     server.wait_log(rf"smtpd\[{b}\]: warning: too many connections from {OUTSIDE} for ")
     deadline = time.monotonic() + 10
     while True:  # the first client's release reaches the master a moment after its close
-        third = on(server, b)
-        if third.banner.startswith("220 ") or time.monotonic() > deadline:
+        third, third_banner = on(server, b)
+        if third_banner.startswith("220 ") or time.monotonic() > deadline:
             break
         third.close()
         time.sleep(0.2)
-    assert third.banner.startswith("220 ")
+    assert third_banner.startswith("220 ")
     third.close()
 
 
@@ -177,7 +154,7 @@ def test_verification_is_one_probe_for_all_workers(backupmx_factory, primary):
         + "address_verify_map = btree:$data_directory/verify\n"
         + "unverified_recipient_reject_code = 550\n")
     for pid in sorted(wait_workers(server, 2)):
-        c = on(server, pid)
+        c, _banner = on(server, pid)
         assert c.cmd("EHLO client.example.net").startswith("250")
         assert c.cmd("MAIL FROM:<sender@sender.example>").startswith("250")
         assert c.cmd("RCPT TO:<alice@nausch.org>") == "250 2.1.5 Ok"
@@ -216,8 +193,9 @@ def test_a_dead_worker_is_replaced_and_its_unannounced_mail_delivered(mx, primar
     now = wait_workers(mx, 2)
     assert b in now and a not in now
     new = next(p for p in now if p != b)
-    c = on(mx, new)
-    assert c.send("alice@nausch.org", message("after")).startswith("250 2.0.0 Ok: queued as ")
+    c, _banner = on(mx, new)
+    assert transaction(c, "alice@nausch.org", message("after")).startswith(
+        "250 2.0.0 Ok: queued as ")
     c.close()
     primary.wait_for(2, timeout=20)
 
@@ -249,9 +227,37 @@ def test_sigterm_stops_the_workers_too(mx):
 def test_zero_workers_serve_in_the_master(backupmx_factory, primary):
     server = backupmx_factory(SEED.replace("= 2", "= 0"))
     assert workers(server) == {}
-    c = Client(server)
-    reply = c.send("alice@nausch.org", message("in the master"))
+    c = Raw(server)
+    assert c.reply().startswith("220 ")
+    reply = transaction(c, "alice@nausch.org", message("in the master"))
     c.close()
     assert reply.startswith("250 2.0.0 Ok: queued as ")
     primary.wait_for(1, timeout=20)
     server.wait_log(rf"smtpd\[{server.proc.pid}\]: connect from ")
+
+
+@pytest.mark.parametrize("count", [0, 2])
+def test_a_taken_port_is_a_clear_fatal_error(backupmx_factory, count):
+    first = backupmx_factory(SEED)
+    second = backupmx_factory(SEED.replace("= 2", f"= {count}"), start=False, name="second")
+    assert (second.host, second.port) == (first.host, first.port)  # every MX listens on P
+    res = subprocess.run([*command(), "-c", str(second.config_file), "serve"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert re.search(rf"backupmx/master\[\d+\]: fatal: cannot listen on {first.host}:"
+                     rf"{first.port}: Address already in use", second.log_text())
+    assert len(workers(first)) == 2  # the running server is untouched
+    c = Raw(first)
+    assert c.reply().startswith("220 ")
+    c.close()
+
+
+def test_a_changed_worker_count_waits_for_a_restart(mx):
+    before = wait_workers(mx, 2)
+    mx.config_file.write_text(mx.config_text.replace("smtpd_worker_processes = 2",
+                                                     "smtpd_worker_processes = 0"))
+    mx.sighup()
+    mx.wait_log(rf"master\[{mx.proc.pid}\]: warning: smtpd_worker_processes changed: "
+                "restart backupmx to apply it")
+    mx.wait_log(rf"master\[{mx.proc.pid}\]: reload -- configuration ")
+    assert workers(mx) == before
