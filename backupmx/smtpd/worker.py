@@ -25,6 +25,7 @@ from backupmx.envelope import Envelope
 from backupmx.ipc import Channel, ChannelClosed, Message, RemoteError
 from backupmx.log import log
 from backupmx.queue import ids
+from backupmx.queue.store import SpoolError
 from backupmx.smtpd.host import SmtpdHost, configure_logging, raise_fd_limit
 from backupmx.smtpd.session import Session, anvil_reply, ceiling_reply
 from backupmx.verify.service import Answer
@@ -128,7 +129,11 @@ class Worker(SmtpdHost):
                            return_when=asyncio.FIRST_COMPLETED)
         if self._stop.is_set():
             return
-        self.spool.attach()
+        try:
+            self.spool.attach()
+        except SpoolError as e:  # the master logs the exit and starts a new worker
+            log.fatal("smtpd", str(e))
+            return
         socks = [socket.socket(fileno=fd) for fd in listen_fds]
         await self.listen(socks)
         await self.start_serving()
