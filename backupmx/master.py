@@ -214,6 +214,26 @@ class Supervisor:
             log.info("qmgr", f"{len(envs)} messages of smtpd worker {w.index} taken over")
             self.server.qmgr.load(envs)
 
+    async def reload_all(self, wait: float) -> None:
+        """Have every running worker re-read the configuration; wait for their word.
+
+        Over the channel rather than by signal, so the master's ``reload`` line is true
+        of all of them when it is logged.  A worker that is being replaced reads the file
+        as it is when it starts.
+        """
+        asks = {asyncio.create_task(w.channel.request({"t": "reload"})): w.index
+                for w in self.workers if w.channel is not None and not w.channel.closed}
+        if not asks:
+            return
+        done, pending = await asyncio.wait(asks, timeout=wait)
+        for task in pending:
+            task.cancel()
+        late = sorted(asks[t] for t in pending) + sorted(
+            asks[t] for t in done if t.exception() is not None)
+        for index in late:
+            log.warning("master", f"smtpd worker {index} did not confirm the reload "
+                        f"within {wait:g} s")
+
     def signal_all(self, sig: signal.Signals) -> None:
         for w in self.workers:
             if w.proc is not None and w.proc.returncode is None:

@@ -31,6 +31,7 @@ from backupmx.verify import service as verify_service
 __all__ = ["Server", "configure_logging", "run", "serve"]
 
 SHUTDOWN_GRACE = 10.0
+RELOAD_WAIT = 10.0  # the longest a reload waits for the workers to confirm theirs
 
 
 class Server(SmtpdHost):
@@ -43,6 +44,8 @@ class Server(SmtpdHost):
         self.workers: Supervisor | None = None
         self._admin: asyncio.base_events.Server | None = None
         self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[None]] = set()
         self.started = time.time()
 
     # --- admission: the master's own sessions and the workers' -------------------
@@ -98,20 +101,28 @@ class Server(SmtpdHost):
         log.info("master", "daemon started -- version backupmx, configuration " + self.cfg_path)
 
     def reload(self) -> None:
-        svc = self.load_services()
-        if self.workers is not None:
-            self.workers.signal_all(signal.SIGHUP)  # each reads the file itself
-        if svc is None:
-            return
-        if svc.cfg.int("smtpd_worker_processes") != self.svc.cfg.int("smtpd_worker_processes"):
-            log.warning("master", "smtpd_worker_processes changed: restart backupmx to apply it")
-        old, self.svc = self.svc, svc
-        old.policy.close()  # idle policy connections and the greylist store of the old config
-        try:
-            svc.verifier.open(lambda: self.svc)  # the same verifier unless the map changed
-        except Exception as e:
-            log.warning("master", f"cannot open address_verify_map {svc.verifier.spec}: {e}")
-        log.info("master", "reload -- configuration " + self.cfg_path)
+        task = asyncio.create_task(self._reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
+        """Re-read the file here and in every worker; the log line says all of them did."""
+        async with self._reload_lock:  # two quick SIGHUPs: applied and logged in order
+            svc = self.load_services()
+            if svc is None:
+                return  # the workers would fail alike: they keep theirs too
+            count = "smtpd_worker_processes"
+            if svc.cfg.int(count) != self.svc.cfg.int(count):
+                log.warning("master", f"{count} changed: restart backupmx to apply it")
+            old, self.svc = self.svc, svc
+            old.policy.close()  # idle policy connections and the greylist store of the old config
+            try:
+                svc.verifier.open(lambda: self.svc)  # the same verifier unless the map changed
+            except Exception as e:
+                log.warning("master", f"cannot open address_verify_map {svc.verifier.spec}: {e}")
+            if self.workers is not None:
+                await self.workers.reload_all(RELOAD_WAIT)
+            log.info("master", "reload -- configuration " + self.cfg_path)
 
     async def run_until_stopped(self) -> None:
         await self._stop.wait()

@@ -102,8 +102,12 @@ class Worker(SmtpdHost):
             self.channel.notify({"t": "release", "key": id(session)})
 
     def _from_master(self, msg: Message) -> Message | None:
-        if msg.get("t") == "start":
+        kind = msg.get("t")
+        if kind == "start":
             self._start.set()
+        elif kind == "reload":
+            self.reload()
+            return {}
         return None
 
     def reload(self) -> None:

@@ -261,3 +261,36 @@ def test_a_changed_worker_count_waits_for_a_restart(mx):
                 "restart backupmx to apply it")
     mx.wait_log(rf"master\[{mx.proc.pid}\]: reload -- configuration ")
     assert workers(mx) == before
+
+
+def test_the_reload_line_comes_once_every_worker_has_reloaded(mx):
+    """The master logs ``reload`` only when both workers confirm: then each relays anew."""
+    for pid in workers(mx):
+        c, _ = on(mx, pid)
+        assert c.cmd("EHLO client.example.net").startswith("250")
+        assert c.cmd("MAIL FROM:<sender@sender.example>").startswith("250")
+        assert c.cmd("RCPT TO:<x@foreign.example>") == \
+            "554 5.7.1 <x@foreign.example>: Relay access denied"
+        c.close()
+    mx.config_file.write_text(mx.config_text + "relay_domains = foreign.example\n")
+    mx.sighup()
+    mx.wait_log(rf"master\[{mx.proc.pid}\]: reload -- configuration ")
+    for pid in workers(mx):
+        c, _ = on(mx, pid)
+        assert c.cmd("EHLO client.example.net").startswith("250")
+        assert c.cmd("MAIL FROM:<sender@sender.example>").startswith("250")
+        assert c.cmd("RCPT TO:<x@foreign.example>") == "250 2.1.5 Ok"
+        c.close()
+
+
+def test_a_stopped_worker_delays_the_reload_line_and_is_named(mx):
+    """A worker that cannot answer (stopped) holds the line back until the wait runs out."""
+    pid, index = next(iter(workers(mx).items()))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        mx.sighup()
+        mx.wait_log(rf"master\[{mx.proc.pid}\]: warning: smtpd worker {index} did not "
+                    r"confirm the reload within 10 s", timeout=30)
+        mx.wait_log(rf"master\[{mx.proc.pid}\]: reload -- configuration ")
+    finally:
+        os.kill(pid, signal.SIGCONT)
