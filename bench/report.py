@@ -15,13 +15,25 @@ HEADER = """# Performance: backupmx beside Postfix
 
 `make bench` runs a private Postfix ({postfix}) and backupmx as the same backup MX on this
 machine, drives both with Postfix's `smtp-source` (4 KiB messages) and receives with
-`smtp-sink` as the primary. Each throughput figure is the median of {runs} runs; recovery,
-idle sessions and the large queue are measured once. The ratio is backupmx/Postfix from the
-same run. Absolute numbers are noise on a shared machine; the ratios are the result.
+`smtp-sink` as the primary. Each throughput figure is the median of {runs} runs, the two
+servers taking turns run by run; recovery, idle sessions and the large queue are measured
+once. The ratio is backupmx/Postfix from the same run. Absolute numbers are noise on a shared
+machine; the ratios are the result.
 
 Machine: {cores} cores, Linux {kernel}, filesystem {filesystem}, Python {python}; run {date}.
 
 """
+
+
+def _label(key: str, report: dict[str, Any]) -> str:
+    family, _, detail = key.partition(":")
+    label = {"accept": "durable acceptance, primary down", "relay": "relay end to end",
+             "drain": f"drain of {report.get('drain', 20000)} after recovery"}[family]
+    if detail:
+        label += f", {detail.replace('x10rcpt', ' sessions, 10 rcpt')}"
+        if detail.isdigit():
+            label += " sessions"
+    return label
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
@@ -34,18 +46,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     for key in pf:
         if not isinstance(pf[key], (int, float)) or key == "recovery":
             continue
-        family = key.split(":")[0]
-        goal, need = TARGETS.get(family, ("", 0.0))
+        goal, need = TARGETS.get(key.split(":")[0], ("", 0.0))
         ratio = bm.get(key, 0) / pf[key] if pf[key] else 0
         met = "yes" if ratio >= need else "no"
-        label = {"accept": "durable acceptance, primary down", "relay": "relay end to end",
-                 "drain": f"drain of {report.get('drain', 20000)} after recovery"}[family]
-        detail = key.split(":")[1] if ":" in key else ""
-        if detail:
-            label += f", {detail.replace('x10rcpt', ' sessions, 10 rcpt')}"
-            if detail.isdigit():
-                label += " sessions"
-        out.append(f"| {label} (msg/s) | {pf[key]:.0f} | {bm.get(key, 0):.0f} | "
+        out.append(f"| {_label(key, report)} (msg/s) | {pf[key]:.0f} | {bm.get(key, 0):.0f} | "
                    f"{ratio:.3f}× | {goal} | {met} |")
     if "recovery" in pf:
         out.append(f"| recovery to first delivery, no flush (s) | {pf['recovery']:.1f} | "
@@ -70,6 +74,18 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         out.append(f"| 100,000 queued: start to delivering (s) | {a['deliver_s']:.2f} | "
                    f"{b['deliver_s']:.2f} | | < 10 s | "
                    f"{'yes' if b['deliver_s'] < 10 else 'no'} |")
+    cpu_pf, cpu_bm = pf.get("cpu", {}), bm.get("cpu", {})
+    shared = [key for key in cpu_pf if key in cpu_bm]
+    if shared:
+        out += ["", "CPU time of each server (all its processes) per message, median of the same "
+                "runs; less noisy than the rates, and where a rate falls short it shows whether "
+                "the CPU or the waiting is the cause:", "",
+                "| figure | Postfix (ms) | backupmx (ms) | backupmx/Postfix |",
+                "| --- | --- | --- | --- |"]
+        for key in shared:
+            a, b = cpu_pf[key], cpu_bm[key]
+            out.append(f"| {_label(key, report)} | {a:.3f} | {b:.3f} | "
+                       f"{b / a if a else 0:.2f}× |")
     text = "\n".join(out) + "\n"
     notes = path.with_name("performance-notes.md")
     if notes.exists():

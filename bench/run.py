@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.backupmx_target import BackupMX  # noqa: E402
 from bench.postfix import Postfix  # noqa: E402
+from bench.procs import cpu_seconds  # noqa: E402
 from tests.peers.unbound import Unbound  # noqa: E402
 
 RESTRICTIONS = ("reject_non_fqdn_sender, reject_non_fqdn_recipient, permit_mynetworks, "
@@ -140,22 +141,29 @@ def wait_queue(t: Target, n: int, timeout: float = 600) -> None:
 # --- the measurements ------------------------------------------------------------
 
 
-def accept_down(t: Target, n: int, sessions: int, rcpts: int = 1) -> float:
+Measured = tuple[float, float]  # messages/s, and the server's CPU ms per message
+
+
+def accept_down(t: Target, n: int, sessions: int, rcpts: int = 1) -> Measured:
     """Messages/s accepted durably while the primary is down."""
     t.clear_queue()
-    return n / source(t, n, sessions, rcpts)
+    cpu = cpu_seconds(t.pids())
+    rate = n / source(t, n, sessions, rcpts)
+    return rate, (cpu_seconds(t.pids()) - cpu) / n * 1000
 
 
-def relay(t: Target, port: int, n: int, sessions: int) -> float:
+def relay(t: Target, port: int, n: int, sessions: int) -> Measured:
     """Messages/s from the first connection until the sink has them all."""
     t.clear_queue()
     s = sink(port, n)
     t.flush()  # forget that the primary was down in the last run (dead-destination cache)
     time.sleep(1)
+    cpu = cpu_seconds(t.pids())
     t0 = time.monotonic()
     source(t, n, sessions)
     ok = wait_exit(s, 900)
-    return n / (time.monotonic() - t0) if ok else 0.0
+    rate = n / (time.monotonic() - t0) if ok else 0.0
+    return rate, (cpu_seconds(t.pids()) - cpu) / n * 1000
 
 
 def drain(t: Target, port: int, n: int) -> float:
@@ -306,7 +314,7 @@ def main() -> int:
         "backupmx": BackupMX(root, HOSTS["backupmx"], port, PRIMARY, RESTRICTIONS, dns.address,
                              free_port(["127.0.0.1"])),
     }
-    results: dict[str, dict[str, Any]] = {name: {} for name in targets}
+    results: dict[str, dict[str, Any]] = {name: {"cpu": {}} for name in targets}
     def want(key: str) -> bool:
         return not only or key in only
 
@@ -316,15 +324,27 @@ def main() -> int:
             t.start()
             wait_banner(t.host, t.port)
 
-        def both(key: str, fn: Callable[[Any], float]) -> None:
+        def both(key: str, fn: Callable[[Any], float | Measured]) -> None:
             if not want(key.split(":")[0]):
                 return
-            for name, t in targets.items():
-                vals = []
-                for _ in range(args.runs):
-                    vals.append(fn(t))
-                results[name][key] = statistics.median(vals)
-                print(f"{key:28s} {name:9s} {results[name][key]:10.2f}  runs={vals}", flush=True)
+            # Runs alternate between the servers, so that a slow phase of a shared host
+            # falls on both alike rather than on all the runs of one of them.
+            vals: dict[str, list[float]] = {name: [] for name in targets}
+            cpus: dict[str, list[float]] = {name: [] for name in targets}
+            for _ in range(args.runs):
+                for name, t in targets.items():
+                    got = fn(t)
+                    rate, cpu = got if isinstance(got, tuple) else (got, None)
+                    vals[name].append(rate)
+                    if cpu is not None:
+                        cpus[name].append(cpu)
+            for name in targets:
+                results[name][key] = statistics.median(vals[name])
+                line = f"{key:28s} {name:9s} {results[name][key]:10.2f}  runs={vals[name]}"
+                if cpus[name]:
+                    results[name]["cpu"][key] = statistics.median(cpus[name])
+                    line += f"  cpu ms/msg={results[name]['cpu'][key]:.3f}"
+                print(line, flush=True)
 
         for sessions in (10, 50, 100):
             both(f"accept:{sessions}", lambda t, s=sessions: accept_down(t, args.count, s))
@@ -362,7 +382,8 @@ def main() -> int:
     if args.merge and (REPO / "bench" / "results.json").exists():
         old = json.loads((REPO / "bench" / "results.json").read_text())["results"]
         for name in results:
-            results[name] = {**old.get(name, {}), **results[name]}
+            cpu = {**old.get(name, {}).get("cpu", {}), **results[name]["cpu"]}
+            results[name] = {**old.get(name, {}), **results[name], "cpu": cpu}
     report = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "runs": args.runs, "count": args.count, "drain": args.drain, "idle": args.idle,
               "queue": args.queue, "results": results}
