@@ -211,6 +211,8 @@ class Qmgr:
                     continue
                 if self._due(env, now) > now + 0.001:
                     continue  # a stale timer; the real one is still in the heap
+                if self._defer_suspended(env, now):
+                    continue
                 self.active.add(qid)
                 task = asyncio.create_task(self._attempt(env))
                 self._tasks.add(task)
@@ -379,12 +381,39 @@ class Qmgr:
         self._settings = (self.svc, settings)
         return settings
 
-    async def _apply(
-        self, env: Envelope, results: list[tuple[Recipient, RcptResult]],
-        content: Callable[[], bytes],
-    ) -> None:
+    def _defer_suspended(self, env: Envelope, now: float) -> bool:
+        """Defer at once, without an attempt, mail whose every destination is known dead.
+
+        While the primary is down this is the fate of each new message; doing it here
+        rather than in an attempt task of its own keeps the master's cost per accepted
+        message small.  False (nothing done) unless every destination is dead and the
+        message is not about to expire (expiry sends a DSN: that needs the attempt).
+        """
+        rcpts = env.open_recipients
+        reasons = []
+        for r in rcpts:
+            dead = self._dead.get(r.domain)
+            if dead is None or dead.until <= now:
+                return False
+            reasons.append(dead.reason)
+        if not rcpts or now >= env.arrival + self._lifetime(env):
+            return False
+        results = [(r, RcptResult(r.address, DEFERRED, f"{SUSPENDED}{why}", "4.4.1", "none",
+                                  None)) for r, why in zip(rcpts, reasons, strict=True)]
+        self._record(env, results, now)
+        if not env.hold:
+            self._schedule(env, self._due(env, now))
+        self._done_waiting(env.id)
+        return True
+
+    def _lifetime(self, env: Envelope) -> float:
         cfg = self.svc.cfg
-        now = time.time()
+        return cfg.time("bounce_queue_lifetime" if env.sender == "" else "maximal_queue_lifetime")
+
+    def _record(self, env: Envelope, results: list[tuple[Recipient, RcptResult]],
+                now: float) -> list[bounce.Failure]:
+        """Note each recipient's result and its next try; the failures to report."""
+        cfg = self.svc.cfg
         failures: list[bounce.Failure] = []
         for r, res in results:
             r.attempts += 1
@@ -403,10 +432,7 @@ class Qmgr:
                 )
         deferred = [r for r, res in results if r.state == DEFERRED]
         if deferred:
-            lifetime = cfg.time(
-                "bounce_queue_lifetime" if env.sender == "" else "maximal_queue_lifetime"
-            )
-            if now >= env.arrival + lifetime:
+            if now >= env.arrival + self._lifetime(env):
                 log.info(
                     "qmgr", f"{env.id}: from=<{env.sender}>, status=expired, returned to sender"
                 )
@@ -426,6 +452,14 @@ class Qmgr:
                 )
                 for r in deferred:
                     r.next_attempt = when
+        return failures
+
+    async def _apply(
+        self, env: Envelope, results: list[tuple[Recipient, RcptResult]],
+        content: Callable[[], bytes],
+    ) -> None:
+        now = time.time()
+        failures = self._record(env, results, now)
         if failures:
             await self._notify_sender(env, failures, content(), now)
         if env.done:

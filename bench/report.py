@@ -77,9 +77,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     cpu_pf, cpu_bm = pf.get("cpu", {}), bm.get("cpu", {})
     shared = [key for key in cpu_pf if key in cpu_bm]
     if shared:
-        out += ["", "CPU time of each server (all its processes) per message, median of the same "
-                "runs; less noisy than the rates, and where a rate falls short it shows whether "
-                "the CPU or the waiting is the cause:", "",
+        out += ["", "CPU time of each server (all its processes) per message, median of the same",
+                "runs: less noisy than the rates, and where a rate falls short it tells whether",
+                "the CPU or the waiting is the cause.", "",
                 "| figure | Postfix (ms) | backupmx (ms) | backupmx/Postfix |",
                 "| --- | --- | --- | --- |"]
         for key in shared:
