@@ -144,15 +144,20 @@ class Resolver:
         Answers are kept for a minute: a busy client reconnects many times.
         """
         now = time.monotonic()
-        hit = self._reverse.get(ip)
-        if hit and hit[0] > now:
-            return hit[1]
+        hit = self.known_reverse_name(ip)
+        if hit is not None:
+            return hit
         result = await self._reverse_name(ip)
         if result[1] != "tempfail":
             if len(self._reverse) > 20000:
                 self._reverse.clear()
             self._reverse[ip] = (now + REVERSE_TTL, result)
         return result
+
+    def known_reverse_name(self, ip: str) -> tuple[str, str] | None:
+        """The kept answer of :meth:`reverse_name`, if there is one: no task, no timer."""
+        hit = self._reverse.get(ip)
+        return hit[1] if hit and hit[0] > time.monotonic() else None
 
     async def _reverse_name(self, ip: str) -> tuple[str, str]:
         try:

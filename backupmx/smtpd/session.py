@@ -157,10 +157,13 @@ class Session:
         self.conn.write_timeout = cfg.time("smtpd_timeout")
         dnsbl.prefetch(self.ctx, svc)  # every DNS list at once, while the name is looked up
         if cfg.bool("smtpd_peername_lookup"):
-            try:
-                name, status = await asyncio.wait_for(svc.resolver.reverse_name(ip), 10)
-            except TimeoutError:
-                name, status = "unknown", "tempfail"
+            found = svc.resolver.known_reverse_name(ip)  # a returning client: no task
+            if found is None:
+                try:
+                    found = await asyncio.wait_for(svc.resolver.reverse_name(ip), 10)
+                except TimeoutError:
+                    found = ("unknown", "tempfail")
+            name, status = found
             self.ctx.client_name = name
             self.ctx.client_name_status = status
             self.ctx.reverse_name = name
