@@ -48,3 +48,49 @@ def test_mail_for_a_dead_destination_is_suspended_without_connecting(backupmx_fa
     replies = sorted(m["recipients"][0]["last_reply"] for m in q)
     assert replies[0].startswith("connect to mx1.nausch.org[127.0.0.2]:")
     assert replies[1].startswith("delivery temporarily suspended: connect to mx1.nausch.org")
+
+
+NARROW = SEED + "default_destination_concurrency_limit = 1\n"
+
+
+def _backlog(mx, primary, n: int) -> list[str]:
+    """``n`` messages queued while the primary is down, each tried once or suspended."""
+    primary.stop()
+    ids = [send(mx, "sender@sender.example", ["alice@nausch.org"], message(f"b{i}")).queue_id
+           for i in range(n)]
+    wait_queue(mx, lambda q: len(q) == n and all(m["recipients"][0]["attempts"] >= 1
+                                                 for m in q))
+    return ids
+
+
+def test_a_backlog_larger_than_the_destination_slots_is_all_delivered(backupmx_factory,
+                                                                     primary):
+    """A flush makes all of it due at once: two attempts start, the rest wait parked and
+    are started as those finish; every message arrives once, byte for byte."""
+    mx = backupmx_factory(NARROW)
+    _backlog(mx, primary, 12)
+    primary.start()
+    res = mx.cli("queue", "flush", "--wait", timeout=60)
+    assert res.returncode == 0, res.stderr
+    got = primary.wait_for(12, timeout=30)
+    assert sorted(strip_received(m.data)[1] for m in got) == sorted(
+        message(f"b{i}") for i in range(12))
+    wait_queue(mx, lambda q: q == [])
+    time.sleep(0.5)
+    assert len(primary.messages) == 12
+
+
+def test_parked_mail_of_a_destination_found_dead_is_deferred(backupmx_factory, primary):
+    """The attempts that find the primary still down free the parked rest at once: each
+    is deferred as suspended, and the flush that started it all comes to an end."""
+    mx = backupmx_factory(NARROW)
+    _backlog(mx, primary, 12)
+    before = {m["id"]: m["recipients"][0]["attempts"] for m in wait_queue(mx, lambda q: q)}
+    res = mx.cli("queue", "flush", "--wait", timeout=60)
+    assert res.returncode == 0, res.stderr
+    q = wait_queue(mx, lambda q: all(m["recipients"][0]["attempts"] == before[m["id"]] + 1
+                                     for m in q))
+    replies = [m["recipients"][0]["last_reply"] for m in q]
+    assert sum(r.startswith("delivery temporarily suspended: connect to mx1.nausch.org")
+               for r in replies) >= 10, replies
+    assert primary.messages == []
