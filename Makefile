@@ -2,8 +2,8 @@
 # `make test` installs what the tests need and runs the whole suite.
 
 # The virtualenv's interpreter: the distribution's python3 when it is new enough and can
-# make one (Debian builds it with PGO and LTO: about a tenth less CPU per message than a
-# plain source build, docs/performance.md), else the first python3 on PATH.
+# make one (Debian's is an optimised, statically linked build: about a tenth less CPU per
+# message than a default source build, docs/performance.md), else the first python3 on PATH.
 SYSTEM_PYTHON := /usr/bin/python3
 PYTHON ?= $(shell $(SYSTEM_PYTHON) -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && echo $(SYSTEM_PYTHON) || echo python3)
