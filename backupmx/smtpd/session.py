@@ -590,6 +590,8 @@ class Session:
         if verdict is not None and verdict.reply is not None:
             self._reject_log("VRFY", verdict.reply, parsed.address)
             await self.send(verdict.reply)
+            if verdict.disconnect:  # 421 and 521 end the session, at any stage
+                raise Disconnect()
             return False
         await self.send(f"252 2.0.0 <{parsed.address}>")
         return True
@@ -618,6 +620,8 @@ class Session:
         if verdict is not None and verdict.reply is not None:
             self._reject_log("ETRN", verdict.reply)
             await self.send(verdict.reply)
+            if verdict.disconnect:  # 421 and 521 end the session, at any stage
+                raise Disconnect()
             return False
         if not svc.fast_flush_domains.match(domain):
             await self.send(f"459 <{domain}>: service unavailable")
@@ -645,6 +649,8 @@ class Session:
         if verdict is not None and verdict.reply is not None:
             self._reject_log("DATA", verdict.reply)
             await self.send(verdict.reply)
+            if verdict.disconnect:  # 421 and 521 end the session, at any stage
+                raise Disconnect()
             return False
         self.conn.reply("354 End data with <CR><LF>.<CR><LF>")
         self.in_data = True

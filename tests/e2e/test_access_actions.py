@@ -28,6 +28,8 @@ smtpd_recipient_restrictions =
     check_recipient_access hash:{d}/recipient,
     permit_mx_backup,
     reject_unauth_destination
+smtpd_data_restrictions = check_sender_access hash:{d}/data
+smtpd_etrn_restrictions = check_helo_access hash:{d}/etrn_helo
 """
 
 TABLES = {
@@ -54,6 +56,12 @@ late@sender.example DEFER_IF_PERMIT 4.2.0 come back later
 blocked@nausch.org REJECT
 later@nausch.org 451 4.3.2 come back
 closing@nausch.org 521 5.7.1 no more
+""",
+    "data": """\
+latebye@sender.example 421 4.7.0 not at DATA
+""",
+    "etrn_helo": """\
+closing.example 421 4.7.0 closing now
 """,
 }
 
@@ -206,6 +214,31 @@ def test_prepend_puts_the_header_above_our_received(mx, primary):
     header = b"X-Access-Tag: from the sender map\r\n"
     assert got.data.startswith(header + b"Received: from client.example.net "), got.data[:200]
     assert strip_received(got.data[len(header):])[1] == message("tagged")
+
+
+@pytest.mark.parametrize("helo,commands,stage,reply,tail", [
+    ("client.example.net",
+     ["MAIL FROM:<latebye@sender.example>", "RCPT TO:<alice@nausch.org>", "DATA"], "DATA",
+     "421 4.7.0 <latebye@sender.example>: Sender address rejected: not at DATA",
+     "ehlo=1 mail=1 rcpt=1 data=0/1 commands=3/4"),
+    ("client.example.net", ["VRFY <closing@nausch.org>"], "VRFY",
+     "521 5.7.1 <closing@nausch.org>: Recipient address rejected: no more",
+     "ehlo=1 vrfy=0/1 commands=1/2"),
+    ("closing.example", ["ETRN nausch.org"], "ETRN",
+     "421 4.7.0 <closing.example>: Helo command rejected: closing now",
+     "ehlo=1 etrn=0/1 commands=1/2"),
+])
+def test_421_and_521_close_the_connection_at_data_vrfy_and_etrn(mx, primary, helo, commands,
+                                                                stage, reply, tail):
+    """As at RCPT: the reply, then the server closes; nothing is queued."""
+    replies, closed = dialogue(mx, [f"EHLO {helo}", *commands])
+    assert replies[1:] == [*(["250 2.1.0 Ok", "250 2.1.5 Ok"] if stage == "DATA" else []),
+                           reply]
+    assert closed is True
+    mx.wait_log(rf"smtpd\[\d+\]: \S+: reject: {stage} from client\.example\.net\[127\.0\.0\.5\]: "
+                + re.escape(reply) + ";")
+    mx.wait_log(log_line(f"disconnect from client.example.net[127.0.0.5] {tail}"))
+    assert queue(mx) == []
 
 
 @pytest.mark.parametrize("sender,recipient,reply", [
