@@ -172,7 +172,7 @@ _TABLE: tuple[Param, ...] = (
     _l("smtpd_data_restrictions", "", "Restrictions on the DATA command"),
     _l("smtpd_end_of_data_restrictions", "", "Restrictions after the end of message data"),
     _l("smtpd_etrn_restrictions", "", "Restrictions on the ETRN command"),
-    _b("smtpd_delay_reject", "yes", "Delay client, HELO and sender rejections until RCPT TO"),
+    _b("smtpd_delay_reject", "yes", "Client, HELO and sender rejects wait for RCPT TO (only yes)"),
     _b("smtpd_helo_required", "no", "Require HELO or EHLO before MAIL FROM and ETRN"),
     _s("smtpd_null_access_lookup_key", "<>", "Access-map key used for the null sender"),
     _b("smtpd_reject_unlisted_recipient", "yes", "Reject recipients not in the recipient "

@@ -64,6 +64,17 @@ def test_open_relay_configuration_is_refused(tmp_path):
     assert "specify at least one working instance" in serve.stderr
 
 
+def test_check_says_that_smtpd_delay_reject_no_is_not_supported(tmp_path):
+    res = check(tmp_path, "smtpd_recipient_restrictions = reject_unauth_destination\n"
+                          "smtpd_delay_reject = no\n")
+    assert res.returncode == 0
+    assert (f"{tmp_path}/main.cf:2: warning: smtpd_delay_reject = no is not supported: the "
+            "client, HELO and sender restrictions are applied at each RCPT TO, as with yes"
+            in res.stderr), res.stderr
+    res = check(tmp_path, "smtpd_recipient_restrictions = reject_unauth_destination\n")
+    assert "smtpd_delay_reject" not in res.stderr
+
+
 def test_check_warns_about_mx_backup_without_networks(tmp_path):
     res = check(tmp_path, "smtpd_recipient_restrictions = permit_mx_backup, "
                           "reject_unauth_destination\n")
