@@ -267,12 +267,21 @@ class Qmgr:
         about 150 MB that it kept).  Parked, a message costs a dict entry; it is started
         as that destination's attempts finish.
         """
-        bound = STARTED_PER_SLOT * max(1, self.svc.cfg.int("default_destination_concurrency_limit"))
+        bound = self._start_bound()
         for d in domains:
             if self._started.get(d, 0) >= bound:
                 self._parked.setdefault(d, {})[qid] = None
                 return True
         return False
+
+    def _start_bound(self) -> int:
+        """How many attempts one destination may have started at once."""
+        return STARTED_PER_SLOT * max(1, self.svc.cfg.int("default_destination_concurrency_limit"))
+
+    def _dead_now(self, domain: str, now: float) -> Dead | None:
+        """The destination's dead-cache entry while it is in force."""
+        dead = self._dead.get(domain)
+        return dead if dead and dead.until > now else None
 
     def _unpark(self, domain: str) -> None:
         """Due mail parked for ``domain`` goes back to the scheduler as attempts end: as
@@ -281,13 +290,10 @@ class Qmgr:
         parked = self._parked.get(domain)
         if not parked:
             return
-        dead = self._dead.get(domain)
-        if dead and dead.until > time.time():
+        if self._dead_now(domain, time.time()):
             room = len(parked)
         else:
-            bound = STARTED_PER_SLOT * max(
-                1, self.svc.cfg.int("default_destination_concurrency_limit"))
-            room = bound - self._started.get(domain, 0)
+            room = self._start_bound() - self._started.get(domain, 0)
         for _ in range(min(room, len(parked))):
             qid = next(iter(parked))
             del parked[qid]
@@ -375,8 +381,8 @@ class Qmgr:
         def all_(kind: str, status: str, text: str) -> list[RcptResult]:
             return [RcptResult(r.address, kind, text, status, "none", None) for r in rcpts]
 
-        dead = self._dead.get(domain)
-        if dead and dead.until > now:
+        dead = self._dead_now(domain, now)
+        if dead:
             return all_(DEFERRED, "4.4.1", f"{SUSPENDED}{dead.reason}")
         try:
             transport, hop = self._nexthop_for(svc, rcpts[0])
@@ -454,8 +460,8 @@ class Qmgr:
         rcpts = env.open_recipients
         reasons = []
         for r in rcpts:
-            dead = self._dead.get(r.domain)
-            if dead is None or dead.until <= now:
+            dead = self._dead_now(r.domain, now)
+            if dead is None:
                 return False
             reasons.append(dead.reason)
         if not rcpts or now >= env.arrival + self._lifetime(env):

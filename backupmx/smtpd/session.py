@@ -24,7 +24,7 @@ from backupmx.reply import Reply
 from backupmx.restrictions import dnsbl
 from backupmx.restrictions.access import MessageActions
 from backupmx.restrictions.addresses import unverified_name
-from backupmx.restrictions.engine import Context, EvalState, evaluate
+from backupmx.restrictions.engine import Context, EvalState, Verdict, evaluate
 from backupmx.restrictions.verify import unlisted_recipient
 from backupmx.smtpd.conn import Closed, Conn, Interrupted, SessionExpired
 from backupmx.verify.probe import probe_sender
@@ -138,6 +138,15 @@ class Session:
         if self.ctx.helo:
             parts.append(f"helo=<{self.ctx.helo}>")
         log.info("smtpd", " ".join(parts))
+
+    async def _refuse(self, stage: str, verdict: Verdict, rcpt: str | None = None) -> bool:
+        """Log and send a restriction's reject; a 421 or 521 ends the session, at any stage."""
+        assert verdict.reply is not None
+        self._reject_log(stage, verdict.reply, rcpt)
+        await self.send(verdict.reply)
+        if verdict.disconnect:
+            raise Disconnect()
+        return False
 
     # --- the session loop ----------------------------------------------------------
     async def run(self) -> None:
@@ -533,12 +542,7 @@ class Session:
                     return False
                 stored = rcpt
             else:
-                assert verdict.reply is not None
-                self._reject_log("RCPT", verdict.reply, rcpt)
-                await self.send(verdict.reply)
-                if verdict.disconnect:
-                    raise Disconnect()
-                return False
+                return await self._refuse("RCPT", verdict, rcpt)
         if tx.queue_id is None:
             tx.queue_id = new_id()
             self.ctx.queue_id = tx.queue_id
@@ -588,11 +592,7 @@ class Session:
         self.ctx.state = "VRFY"
         verdict = await evaluate(self.svc.rcpt_lists(), self.ctx, self.svc, EvalState())
         if verdict is not None and verdict.reply is not None:
-            self._reject_log("VRFY", verdict.reply, parsed.address)
-            await self.send(verdict.reply)
-            if verdict.disconnect:  # 421 and 521 end the session, at any stage
-                raise Disconnect()
-            return False
+            return await self._refuse("VRFY", verdict, parsed.address)
         await self.send(f"252 2.0.0 <{parsed.address}>")
         return True
 
@@ -618,11 +618,7 @@ class Session:
         lists = [(k, svc.lists[k]) for k in ("client", "helo", "etrn")]
         verdict = await evaluate(lists, self.ctx, svc, EvalState())
         if verdict is not None and verdict.reply is not None:
-            self._reject_log("ETRN", verdict.reply)
-            await self.send(verdict.reply)
-            if verdict.disconnect:  # 421 and 521 end the session, at any stage
-                raise Disconnect()
-            return False
+            return await self._refuse("ETRN", verdict)
         if not svc.fast_flush_domains.match(domain):
             await self.send(f"459 <{domain}>: service unavailable")
             return False
@@ -647,11 +643,7 @@ class Session:
         self.ctx.state = "DATA"
         verdict = await evaluate([("data", svc.lists["data"])], self.ctx, svc, EvalState())
         if verdict is not None and verdict.reply is not None:
-            self._reject_log("DATA", verdict.reply)
-            await self.send(verdict.reply)
-            if verdict.disconnect:  # 421 and 521 end the session, at any stage
-                raise Disconnect()
-            return False
+            return await self._refuse("DATA", verdict)
         self.conn.reply("354 End data with <CR><LF>.<CR><LF>")
         self.in_data = True
         try:
