@@ -39,6 +39,15 @@ class Reply:
         return self.line()
 
 
+def soft_bounced(reply: Reply) -> Reply:
+    """``soft_bounce = yes``: a 5xx becomes the 4xx with the same last digits (577 -> 477,
+    5.1.1 -> 4.1.1), so that nothing is refused for good while a configuration is tried."""
+    if not reply.permanent:
+        return reply
+    dsn = "4" + reply.dsn[1:] if reply.dsn else reply.dsn
+    return Reply(reply.code - 100, dsn, reply.text)
+
+
 def printable(s: str) -> str:
     """Replace control characters with spaces (replies must be one printable line)."""
     return "".join(c if c >= " " and c != "\x7f" else " " for c in s)
