@@ -32,6 +32,7 @@ class Logger:
         self.host = socket.gethostname().split(".")[0]
         self.stderr: TextIO | None = sys.stderr
         self.file: TextIO | None = None
+        self.path = ""  # maillog_file when it is a file of our own, to reopen
         self.facility: int | None = None
         self._lock = threading.Lock()
         self._dirty = False
@@ -56,16 +57,32 @@ class Logger:
                 assert self.file is not None
                 self.file.close()
             self.file = None
+            self.path = ""
             if maillog_file in ("-", "/dev/stdout"):
                 self.file = sys.stdout
             elif maillog_file:
                 self.file = open(maillog_file, "a", encoding="utf-8")
+                self.path = maillog_file
             self.stderr = sys.stderr if to_stderr and self.file is not sys.stdout else None
             if syslog_facility:
                 self.facility = _FACILITIES.get(syslog_facility.lower(), syslog.LOG_MAIL)
                 syslog.openlog(self.tag, syslog.LOG_PID, self.facility)
             else:
                 self.facility = None
+
+    def reopen(self) -> None:
+        """Open ``maillog_file`` anew, after logrotate moved it away.
+
+        OSError when it cannot be opened; the old file then stays in use, so no line is lost.
+        """
+        if not self.path:
+            return
+        new = open(self.path, "a", encoding="utf-8")
+        with self._lock:
+            self._flush_locked()
+            old, self.file = self.file, new
+            if old is not None:
+                old.close()
 
     def emit(self, component: str, text: str, priority: int = syslog.LOG_INFO) -> None:
         line = f"{self.tag}/{component}[{os.getpid()}]: {text}"

@@ -80,10 +80,11 @@ def bind(listen: list[tuple[str, int]]) -> list[socket.socket]:
 
 
 def _ignore_sighup() -> None:
-    """In the new worker, before exec: a reload that comes while it starts up must not kill
-    it (the default action); it reads the file as it is then anyway, and sets its own
-    handler once its event loop runs."""
+    """In the new worker, before exec: a reload or log reopen that comes while it starts up
+    must not kill it (the default action); it reads the file and opens the log as they are
+    then anyway, and sets its own handlers once its event loop runs."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 @dataclass
@@ -221,7 +222,14 @@ class Supervisor:
         of all of them when it is logged.  A worker that is being replaced reads the file
         as it is when it starts.
         """
-        asks = {asyncio.create_task(w.channel.request({"t": "reload"})): w.index
+        await self._ask_all({"t": "reload"}, wait, "the reload")
+
+    async def reopen_log_all(self, wait: float) -> None:
+        """Have every running worker reopen ``maillog_file``; wait for their word."""
+        await self._ask_all({"t": "reopen"}, wait, "the log reopen")
+
+    async def _ask_all(self, msg: Message, wait: float, what: str) -> None:
+        asks = {asyncio.create_task(w.channel.request(msg)): w.index
                 for w in self.workers if w.channel is not None and not w.channel.closed}
         if not asks:
             return
@@ -231,7 +239,7 @@ class Supervisor:
         late = sorted(asks[t] for t in pending) + sorted(
             asks[t] for t in done if t.exception() is not None)
         for index in late:
-            log.warning("master", f"smtpd worker {index} did not confirm the reload "
+            log.warning("master", f"smtpd worker {index} did not confirm {what} "
                         f"within {wait:g} s")
 
     def signal_all(self, sig: signal.Signals) -> None:

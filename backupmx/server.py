@@ -7,7 +7,8 @@ master itself -- one Python process runs on one core, and a backup MX after an o
 needs both accepting and delivering at full speed.
 
 SIGHUP builds new services from the file and swaps them in (a broken file keeps
-the old ones and logs why) and is passed on to the workers; SIGTERM stops
+the old ones and logs why) and is passed on to the workers; SIGUSR1 reopens
+``maillog_file`` here and in the workers, for logrotate; SIGTERM stops
 accepting, lets sessions and deliveries in flight finish for a grace period, and
 exits.  Nothing is lost by stopping: a message was acknowledged only once durable,
 and an interrupted delivery leaves its recipients queued.
@@ -18,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Coroutine
 from types import SimpleNamespace
+from typing import Any
 
 from backupmx import admin, anvil, config, privileges, services
 from backupmx.log import log
@@ -96,14 +99,33 @@ class Server(SmtpdHost):
         self._maps_task = asyncio.create_task(self.watch_maps())
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_log_all)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         log.info("master", "daemon started -- version backupmx, configuration " + self.cfg_path)
 
     def reload(self) -> None:
-        task = asyncio.create_task(self._reload())
+        self._in_turn(self._reload())
+
+    def reopen_log_all(self) -> None:
+        self._in_turn(self._reopen_log())
+
+    def _in_turn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
+
+    async def _reopen_log(self) -> None:
+        """SIGUSR1, after logrotate moved ``maillog_file``: the master and every worker
+        open it anew; the log line comes once all of them write to the new file."""
+        if not log.path:
+            return
+        async with self._reload_lock:
+            if not self.reopen_log():
+                return
+            if self.workers is not None:
+                await self.workers.reopen_log_all(RELOAD_WAIT)
+            log.info("master", f"reopened {log.path}")
 
     async def _reload(self) -> None:
         """Re-read the file here and in every worker; the log line says all of them did."""

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages that the end-to-end tests run as real peers.
+# Install the Debian packages that the end-to-end tests run as real peers or use
+# as tools (logrotate, systemd-analyze).
 #
 # Idempotent: a package is installed only when its binary is missing, and
 # `apt-get update` runs only when something has to be installed. The tests start
@@ -18,6 +19,8 @@ declare -A PACKAGE_OF=(
     [postgrey]=postgrey
     [nmap]=nmap
     [redis-server]=redis-server
+    [logrotate]=logrotate
+    [systemd-analyze]=systemd
 )
 # the services those packages ship; none may run outside the tests
 SERVICES=(unbound unbound-resolvconf postfix fail2ban postgrey redis-server)

@@ -134,6 +134,15 @@ class SmtpdHost:
         configure_logging(cfg)
         return svc
 
+    def reopen_log(self) -> bool:
+        """SIGUSR1: open ``maillog_file`` anew; one that cannot be opened keeps the old."""
+        try:
+            log.reopen()
+        except OSError as e:
+            log.warning("master", f"cannot reopen maillog_file {log.path}: {e.strerror}")
+            return False
+        return True
+
     async def close_sessions(self, deadline: float) -> None:
         """Stop listening; 421 to idle sessions at once, those in DATA may finish."""
         self.stopping = True

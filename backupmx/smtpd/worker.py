@@ -108,6 +108,9 @@ class Worker(SmtpdHost):
         elif kind == "reload":
             self.reload()
             return {}
+        elif kind == "reopen":
+            self.reopen_log()
+            return {}
         return None
 
     def reload(self) -> None:
@@ -127,6 +130,7 @@ class Worker(SmtpdHost):
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_log)
         serving.add_done_callback(lambda _t: self._stop.set())  # the master has gone
         await asyncio.wait([asyncio.create_task(self._start.wait()),
                             asyncio.create_task(self._stop.wait())],
