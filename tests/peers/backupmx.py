@@ -97,6 +97,7 @@ class BackupMX:
         listen = (parameter(self.config_text, "smtpd_listen") or "").replace(",", " ").split()
         self.host, self.port = split_hostport(listen[0])
         self.stderr_file = tmp_path / "backupmx.stderr"
+        self.command = command()  # a test may run another installation, or wrap it
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -109,7 +110,7 @@ class BackupMX:
             raise RuntimeError("backupmx is already running")
         with open(self.stderr_file, "ab") as err:
             self.proc = subprocess.Popen(
-                [*command(), "-c", str(self.config_file), "serve"],
+                [*self.command, "-c", str(self.config_file), "serve"],
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,
@@ -171,7 +172,7 @@ class BackupMX:
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run ``backupmx -c FILE ARGS...`` and return its result (never raises on status)."""
         return subprocess.run(
-            [*command(), "-c", str(self.config_file), *args],
+            [*self.command, "-c", str(self.config_file), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
