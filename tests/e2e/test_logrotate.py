@@ -115,7 +115,7 @@ def _snippet_for(log_file: Path, owner: str, group: str, pid: int) -> str:
     paths = [ln for ln in lines if ln.endswith("{")]
     assert paths == ["/var/log/backupmx/backupmx.log {"], paths
     assert "    create 0600 backupmx backupmx" in lines
-    systemctl = ("systemctl kill --kill-whom=main --signal=USR1 backupmx.service "
+    systemctl = ("systemctl kill --kill-who=main --signal=USR1 backupmx.service "
                  ">/dev/null 2>&1 || true")
     assert f"        {systemctl}" in lines
     return (text.replace("/var/log/backupmx/backupmx.log", str(log_file))
