@@ -150,7 +150,7 @@ def test_logrotate_snippet_rotates_a_running_server(open_dir, unbound, smtp_port
         old = rotated.read_text()
         _sessions(mx, primary, 2, "after")
         _wait(lambda: _all_logged(mx.log_file, 2), "the sessions after rotation")
-            assert rotated.read_text() == old
+        assert rotated.read_text() == old
         # the next rotation compresses the first: nobody writes to it any more
         res = subprocess.run(["logrotate", "-f", "-s", str(open_dir / "logrotate.state"),
                               str(conf)], capture_output=True, text=True, timeout=30)
