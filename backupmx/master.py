@@ -79,7 +79,7 @@ def bind(listen: list[tuple[str, int]]) -> list[socket.socket]:
     return socks
 
 
-def _ignore_sighup() -> None:
+def _ignore_reload_signals() -> None:
     """In the new worker, before exec: a reload or log reopen that comes while it starts up
     must not kill it (the default action); it reads the file and opens the log as they are
     then anyway, and sets its own handlers once its event loop runs."""
@@ -125,7 +125,7 @@ class Supervisor:
                 "--listen", listen,
                 pass_fds=[theirs.fileno(), *(s.fileno() for s in self.sockets)],
                 stdin=asyncio.subprocess.DEVNULL,
-                preexec_fn=_ignore_sighup,
+                preexec_fn=_ignore_reload_signals,
             )
         finally:
             theirs.close()
