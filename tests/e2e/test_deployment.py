@@ -87,7 +87,7 @@ def test_the_wheel_holds_every_file_of_the_package(install):
         packed = {n for n in z.namelist() if n.startswith("backupmx/")}
     files = {p.relative_to(REPO).as_posix() for p in (REPO / "backupmx").rglob("*")
              if p.is_file() and "__pycache__" not in p.parts}
-    assert files - packed == set()
+    assert files - packed == set(), "list them in [tool.setuptools.package-data]"
 
 
 def test_the_installed_wheel_runs_from_its_virtualenv(install, tmp_path):
