@@ -110,6 +110,7 @@ async def test_duplicate_id_fails_alone(spool: Spool) -> None:
         return_exceptions=True,
     )
     assert isinstance(results[0], SpoolError)
+    assert results[0].disk_full is False  # a duplicate is no lack of space
     assert results[1] == encode_envelope(other)  # the envelope as stored
     assert spool.content("DUP0000001") == CONTENT  # never overwritten
     assert spool.envelope(other.id) == other
@@ -262,8 +263,9 @@ async def test_full_disk_raises_spool_error_and_writes_nothing(spool: Spool) -> 
     pages = spool._call_sync(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
     spool._call_sync(lambda db: db.execute(f"PRAGMA max_page_count = {pages + 2}"))
     big = make_env("BIG0000001")
-    with pytest.raises(SpoolError):
+    with pytest.raises(SpoolError) as failure:
         await spool.commit(big, b"x" * 200_000)
+    assert failure.value.disk_full is True  # SQLITE_FULL, whatever its wording
     assert spool.envelope("BIG0000001") is None
     with pytest.raises(KeyError):
         spool.content("BIG0000001")
