@@ -171,33 +171,52 @@ class Qmgr:
         log.info("qmgr", f"flush {what} requested: {len(ids)} messages")
         return fut
 
-    def hold(self, qid: str) -> bool:
+    async def hold(self, qid: str) -> bool:
         env = self.msgs.get(qid)
         if env is None:
             return False
-        env.hold = True
-        self.server.spool.set_hold(qid, True)
+        env.hold = True  # in force at once; the spool's writer records it meanwhile
+        await self.server.spool.set_hold(qid, True)
         log.info("qmgr", f"{qid}: placed on hold")
         return True
 
-    def release(self, qid: str) -> bool:
+    async def release(self, qid: str) -> bool:
         env = self.msgs.get(qid)
         if env is None or not env.hold:
             return False
         env.hold = False
-        self.server.spool.set_hold(qid, False)
         self._schedule(env, 0.0)
+        await self.server.spool.set_hold(qid, False)
         log.info("qmgr", f"{qid}: released from hold")
         return True
 
-    def delete(self, qid: str) -> bool:
+    async def delete(self, qid: str) -> bool:
         if qid not in self.msgs:
             return False
-        self._forget(qid)
-        self.server.spool.delete(qid)
+        self._drop(qid)
+        await self.server.spool.delete(qid)
         log.info("qmgr", f"{qid}: removed (deleted by the administrator)")
-        self._done_waiting(qid)
         return True
+
+    async def delete_all(self) -> int:
+        """Delete every message in one spool transaction (``postsuper -d ALL``).
+
+        Memory first, so that no attempt starts on what is going; then the IDs the
+        spool deleted, so that those a worker stored but has not announced yet are
+        not queued again when it does.
+        """
+        for qid in list(self.msgs):
+            self._drop(qid)
+        ids = await self.server.spool.delete_all()
+        for qid in ids:
+            self._drop(qid)
+            log.info("qmgr", f"{qid}: removed (deleted by the administrator)")
+        return len(ids)
+
+    def _drop(self, qid: str) -> None:
+        """Forget a deleted message; an attempt in flight finds it gone and ends."""
+        self._forget(qid)
+        self._done_waiting(qid)
 
     # --- the loop ----------------------------------------------------------------
     def _due(self, env: Envelope, now: float) -> float:

@@ -529,21 +529,22 @@ class Spool:
         """Drop a finished message."""
         await self._call(_delete_op(entry_id))
 
-    def delete(self, entry_id: str) -> bool:
+    async def delete(self, entry_id: str) -> bool:
         """Delete one message (``postsuper -d``); False if there was none."""
-        return self._call_sync(_delete_op(entry_id))
+        return await self._call(_delete_op(entry_id))
 
-    def delete_all(self) -> int:
-        """Delete every message (``postsuper -d ALL``); returns how many."""
+    async def delete_all(self) -> list[str]:
+        """Delete every message (``postsuper -d ALL``) in one transaction; the IDs deleted."""
 
-        def op(db: sqlite3.Connection) -> int:
-            count = db.execute("DELETE FROM envelope").rowcount
+        def op(db: sqlite3.Connection) -> list[str]:
+            ids = [str(row[0]) for row in db.execute("SELECT id FROM envelope")]
+            db.execute("DELETE FROM envelope")
             db.execute("DELETE FROM content")
-            return count
+            return ids
 
-        return self._call_sync(op)
+        return await self._call(op)
 
-    def set_hold(self, entry_id: str, hold: bool) -> bool:
+    async def set_hold(self, entry_id: str, hold: bool) -> bool:
         """Put a message on hold or release it; False if there is no such message."""
 
         def op(db: sqlite3.Connection) -> bool:
@@ -555,7 +556,7 @@ class Spool:
             _update_op(env)(db)
             return True
 
-        return self._call_sync(op)
+        return await self._call(op)
 
     # -- reads -------------------------------------------------------------------------------
 

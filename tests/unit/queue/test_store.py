@@ -138,14 +138,16 @@ async def test_hold_release_delete(spool: Spool) -> None:
     a, b, c = make_env(), make_env(), make_env()
     for env in (a, b, c):
         await spool.commit(env, CONTENT)
-    assert spool.set_hold(a.id, True) is True
+    assert await spool.set_hold(a.id, True) is True
     assert spool.envelope(a.id).hold is True
-    assert spool.set_hold(a.id, False) is True
+    assert await spool.set_hold(a.id, False) is True
     assert spool.envelope(a.id).hold is False
-    assert spool.set_hold("NOSUCH", True) is False
-    assert spool.delete(a.id) is True
-    assert spool.delete(a.id) is False
-    assert spool.delete_all() == 2
+    assert await spool.set_hold("NOSUCH", True) is False
+    assert await spool.delete(a.id) is True
+    assert await spool.delete(a.id) is False
+    before = spool.commits
+    assert sorted(await spool.delete_all()) == sorted([b.id, c.id])
+    assert spool.commits == before + 1  # one transaction, one fsync
     assert spool.envelopes() == []
 
 
