@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from backupmx import bounce
+from backupmx.concurrency import DestinationSlots
 from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
 from backupmx.log import log
 from backupmx.queue.ids import new_id
@@ -96,7 +97,9 @@ class Qmgr:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
-        self._dest_sem: dict[str, asyncio.Semaphore] = {}
+        self.slots = DestinationSlots(
+            lambda: self.svc.cfg.int("default_destination_concurrency_limit")
+        )
         self._dead: dict[str, Dead] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._settings: tuple[Services, ClientSettings] | None = None
@@ -278,6 +281,13 @@ class Qmgr:
                 await asyncio.wait(pending, timeout=2)
         await self.pool.close_all()
 
+    async def reload(self) -> None:
+        """The configuration changed: its concurrency limit and delivery settings apply
+        from the next delivery on (attempts in flight finish as they began)."""
+        self.slots.refresh()
+        await self.pool.close_all()
+        self._wake.set()
+
     def _park(self, qid: str, domains: set[str]) -> bool:
         """Hold back a due message whose destination already has its fill of attempts.
 
@@ -353,8 +363,6 @@ class Qmgr:
         self._flush_waiters = keep
 
     async def _attempt_inner(self, env: Envelope) -> None:
-        svc = self.svc
-        cfg = svc.cfg
         cache: list[bytes] = []
 
         def content() -> bytes:
@@ -370,10 +378,7 @@ class Qmgr:
         results: list[tuple[Recipient, RcptResult]] = []
 
         async def one(domain: str, rcpts: list[Recipient]) -> None:
-            sem = self._dest_sem.setdefault(
-                domain, asyncio.Semaphore(cfg.int("default_destination_concurrency_limit"))
-            )
-            async with sem:
+            async with self.slots.slot(domain):
                 res = await self._deliver_group(env, domain, rcpts, content)
             by_addr = {x.address: x for x in res}
             for r in rcpts:
