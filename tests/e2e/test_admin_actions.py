@@ -7,6 +7,7 @@ import fcntl
 import os
 import re
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -125,3 +126,23 @@ def test_sessions_are_answered_while_an_action_waits_for_the_disk(quiet, action)
         assert after == {}
     else:
         assert (after[qid] == "hold") is (action == "hold")
+
+
+def test_a_message_deleted_during_its_delivery_does_not_come_back(backupmx_factory, primary):
+    mx = backupmx_factory(SEED)
+    primary.data_reply = "451 4.3.0 try again later"
+    primary.stall_seconds = 2.0  # the attempt is in flight while ALL is deleted
+    qid = send(mx, "sender@sender.example", ["alice@nausch.org"], message("x")).queue_id
+    deadline = time.monotonic() + 15
+    while not any(kind == "D" for s in primary.sessions for kind, _ in s.transcript):
+        assert time.monotonic() < deadline, "no delivery began"
+        time.sleep(0.05)
+    assert mx.cli("queue", "delete", "ALL").returncode == 0
+    mx.wait_log(rf"{qid}: to=<alice@nausch\.org>, .*status=deferred")
+    primary.data_reply = None
+    primary.stall_seconds = 0.0
+    assert mx.cli("queue", "flush", "--wait").returncode == 0
+    assert queue(mx) == []
+    mx.restart()
+    assert queue(mx) == []
+    assert primary.messages == []
