@@ -95,13 +95,13 @@ async def route(server: Server, method: str, target: str) -> tuple[int, str, str
     qid = q.get("id", "")
     if path == "/queue/delete":
         if qid == "ALL":
-            n = sum(1 for i in list(qm.msgs) if qm.delete(i))
+            n = await qm.delete_all()
             return 200, "application/json", json.dumps({"ok": True, "deleted": n})
-        return _result(qm.delete(qid), qid)
+        return _result(await qm.delete(qid), qid)
     if path == "/queue/hold":
-        return _result(qm.hold(qid), qid)
+        return _result(await qm.hold(qid), qid)
     if path == "/queue/release":
-        return _result(qm.release(qid), qid)
+        return _result(await qm.release(qid), qid)
     return 404, "text/plain", "not found\n"
 
 
@@ -133,6 +133,10 @@ def metrics(server: Server) -> str:
         "# HELP backupmx_queue_active Messages being delivered.",
         "# TYPE backupmx_queue_active gauge",
         f"backupmx_queue_active {len(qm.active)}",
+        "# HELP backupmx_queue_transactions_total Spool transactions the master committed "
+        "(one fsync each).",
+        "# TYPE backupmx_queue_transactions_total counter",
+        f"backupmx_queue_transactions_total {server.spool.commits}",
         "# HELP backupmx_smtpd_sessions Open SMTP sessions.",
         "# TYPE backupmx_smtpd_sessions gauge",
         f"backupmx_smtpd_sessions {server.session_count()}",

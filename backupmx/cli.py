@@ -7,15 +7,19 @@ invalid configuration.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backupmx import __version__, config, services
+
+if TYPE_CHECKING:
+    from backupmx.queue.store import Spool
 
 DEFAULT_CONFIG = "/etc/backupmx/backupmx.cf"
 
@@ -167,6 +171,16 @@ def _admin(cfg: config.Config, method: str, path: str, timeout: float = 600) -> 
         return None
 
 
+async def _on_files(spool: Spool, q: str, qid: str) -> bool:
+    """delete, hold or release straight in the spool, when no server answers."""
+    if q == "delete" and qid == "ALL":
+        await spool.delete_all()
+        return True
+    if q == "delete":
+        return await spool.delete(qid)
+    return await spool.set_hold(qid, q == "hold")
+
+
 def queue_command(cfg: config.Config, args: argparse.Namespace) -> int:
     from backupmx.queue import listing
     from backupmx.queue.store import Spool
@@ -232,10 +246,7 @@ def queue_command(cfg: config.Config, args: argparse.Namespace) -> int:
         spool = Spool(cfg.str("queue_directory"))
         spool.open()
         try:
-            if q == "delete":
-                ok = spool.delete_all() >= 0 if args.id == "ALL" else spool.delete(args.id)
-            else:
-                ok = spool.set_hold(args.id, q == "hold")
+            ok = asyncio.run(_on_files(spool, q, args.id))
         finally:
             spool.close()
         res = {"ok": ok, "error": f"{args.id}: no such message"}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from backupmx import bounce
+from backupmx.concurrency import DestinationSlots
 from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
 from backupmx.log import log
 from backupmx.queue.ids import new_id
@@ -96,7 +97,9 @@ class Qmgr:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
-        self._dest_sem: dict[str, asyncio.Semaphore] = {}
+        self.slots = DestinationSlots(
+            lambda: self.svc.cfg.int("default_destination_concurrency_limit")
+        )
         self._dead: dict[str, Dead] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._settings: tuple[Services, ClientSettings] | None = None
@@ -171,33 +174,52 @@ class Qmgr:
         log.info("qmgr", f"flush {what} requested: {len(ids)} messages")
         return fut
 
-    def hold(self, qid: str) -> bool:
+    async def hold(self, qid: str) -> bool:
         env = self.msgs.get(qid)
         if env is None:
             return False
-        env.hold = True
-        self.server.spool.set_hold(qid, True)
+        env.hold = True  # in force at once; the spool's writer records it meanwhile
+        await self.server.spool.set_hold(qid, True)
         log.info("qmgr", f"{qid}: placed on hold")
         return True
 
-    def release(self, qid: str) -> bool:
+    async def release(self, qid: str) -> bool:
         env = self.msgs.get(qid)
         if env is None or not env.hold:
             return False
         env.hold = False
-        self.server.spool.set_hold(qid, False)
         self._schedule(env, 0.0)
+        await self.server.spool.set_hold(qid, False)
         log.info("qmgr", f"{qid}: released from hold")
         return True
 
-    def delete(self, qid: str) -> bool:
+    async def delete(self, qid: str) -> bool:
         if qid not in self.msgs:
             return False
-        self._forget(qid)
-        self.server.spool.delete(qid)
+        self._drop(qid)
+        await self.server.spool.delete(qid)
         log.info("qmgr", f"{qid}: removed (deleted by the administrator)")
-        self._done_waiting(qid)
         return True
+
+    async def delete_all(self) -> int:
+        """Delete every message in one spool transaction (``postsuper -d ALL``).
+
+        Memory first, so that no attempt starts on what is going; then the IDs the
+        spool deleted, so that those a worker stored but has not announced yet are
+        not queued again when it does.
+        """
+        for qid in list(self.msgs):
+            self._drop(qid)
+        ids = await self.server.spool.delete_all()
+        for qid in ids:
+            self._drop(qid)
+            log.info("qmgr", f"{qid}: removed (deleted by the administrator)")
+        return len(ids)
+
+    def _drop(self, qid: str) -> None:
+        """Forget a deleted message; an attempt in flight finds it gone and ends."""
+        self._forget(qid)
+        self._done_waiting(qid)
 
     # --- the loop ----------------------------------------------------------------
     def _due(self, env: Envelope, now: float) -> float:
@@ -258,6 +280,13 @@ class Qmgr:
             if pending:
                 await asyncio.wait(pending, timeout=2)
         await self.pool.close_all()
+
+    async def reload(self) -> None:
+        """The configuration changed: its concurrency limit and delivery settings apply
+        from the next delivery on (attempts in flight finish as they began)."""
+        self.slots.refresh()
+        await self.pool.close_all()
+        self._wake.set()
 
     def _park(self, qid: str, domains: set[str]) -> bool:
         """Hold back a due message whose destination already has its fill of attempts.
@@ -334,8 +363,6 @@ class Qmgr:
         self._flush_waiters = keep
 
     async def _attempt_inner(self, env: Envelope) -> None:
-        svc = self.svc
-        cfg = svc.cfg
         cache: list[bytes] = []
 
         def content() -> bytes:
@@ -351,10 +378,7 @@ class Qmgr:
         results: list[tuple[Recipient, RcptResult]] = []
 
         async def one(domain: str, rcpts: list[Recipient]) -> None:
-            sem = self._dest_sem.setdefault(
-                domain, asyncio.Semaphore(cfg.int("default_destination_concurrency_limit"))
-            )
-            async with sem:
+            async with self.slots.slot(domain):
                 res = await self._deliver_group(env, domain, rcpts, content)
             by_addr = {x.address: x for x in res}
             for r in rcpts:

@@ -138,6 +138,7 @@ class Server(SmtpdHost):
                 log.warning("master", f"{count} changed: restart backupmx to apply it")
             old, self.svc = self.svc, svc
             old.policy.close()  # idle policy connections and the greylist store of the old config
+            await self.qmgr.reload()
             try:
                 svc.verifier.open(lambda: self.svc)  # the same verifier unless the map changed
             except Exception as e:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import fcntl
 import hashlib
 import json
@@ -48,6 +49,7 @@ LOCK_NAME = "queue.lock"  # serialises the writers of several processes (see _lo
 CORRUPT_DIR = "corrupt"
 BUSY_TIMEOUT = 30.0  # seconds a CLI or server waits for the other's write lock
 _CORRUPTION_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
+_SQLITE_FULL = 13
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS envelope (
@@ -69,7 +71,15 @@ Resolve = Callable[[object, BaseException | None], None]
 
 
 class SpoolError(Exception):
-    """The spool could not be written (disk full, unwritable, locked): answer 452 4.3.1."""
+    """The spool could not be written (disk full, unwritable, locked).
+
+    ``disk_full`` says that it was for want of space (SQLITE_FULL, ENOSPC): smtpd answers
+    ``452 4.3.1`` then, and ``451 4.3.0`` for any other failure.
+    """
+
+    def __init__(self, message: str, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
 
 
 class _Unreadable(Exception):
@@ -153,9 +163,19 @@ def _free_path(directory: str, stem: str, ext: str) -> str:
     return path
 
 
-def _spool_error(exc: BaseException) -> BaseException:
+def _is_disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL, or ENOSPC/EDQUOT from the file system."""
+    if isinstance(exc, SpoolError):
+        return exc.disk_full
     if isinstance(exc, sqlite3.Error):
-        return SpoolError(f"queue write failed: {exc}")
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF == _SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _spool_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, (sqlite3.Error, OSError)):
+        return SpoolError(f"queue write failed: {exc}", disk_full=_is_disk_full(exc))
     return exc
 
 
@@ -205,7 +225,8 @@ class Spool:
             self._reader = self._connect()
         except (OSError, sqlite3.Error, SpoolError) as exc:
             self._close_connections()
-            raise SpoolError(f"cannot open queue {self.path}: {exc}") from exc
+            raise SpoolError(f"cannot open queue {self.path}: {exc}",
+                             disk_full=_is_disk_full(exc)) from exc
         self._start_writer()
         return report
 
@@ -368,7 +389,8 @@ class Spool:
                 self._write(batch)
             except BaseException as exc:  # the writer must outlive any single batch
                 for req in batch:
-                    req.resolve(None, SpoolError(f"queue writer failed: {exc!r}"))
+                    req.resolve(None, SpoolError(f"queue writer failed: {exc!r}",
+                                                 disk_full=_is_disk_full(exc)))
             finally:
                 self._unlock_writers()
 
@@ -507,21 +529,22 @@ class Spool:
         """Drop a finished message."""
         await self._call(_delete_op(entry_id))
 
-    def delete(self, entry_id: str) -> bool:
+    async def delete(self, entry_id: str) -> bool:
         """Delete one message (``postsuper -d``); False if there was none."""
-        return self._call_sync(_delete_op(entry_id))
+        return await self._call(_delete_op(entry_id))
 
-    def delete_all(self) -> int:
-        """Delete every message (``postsuper -d ALL``); returns how many."""
+    async def delete_all(self) -> list[str]:
+        """Delete every message (``postsuper -d ALL``) in one transaction; the IDs deleted."""
 
-        def op(db: sqlite3.Connection) -> int:
-            count = db.execute("DELETE FROM envelope").rowcount
+        def op(db: sqlite3.Connection) -> list[str]:
+            ids = [str(row[0]) for row in db.execute("SELECT id FROM envelope")]
+            db.execute("DELETE FROM envelope")
             db.execute("DELETE FROM content")
-            return count
+            return ids
 
-        return self._call_sync(op)
+        return await self._call(op)
 
-    def set_hold(self, entry_id: str, hold: bool) -> bool:
+    async def set_hold(self, entry_id: str, hold: bool) -> bool:
         """Put a message on hold or release it; False if there is no such message."""
 
         def op(db: sqlite3.Connection) -> bool:
@@ -533,7 +556,7 @@ class Spool:
             _update_op(env)(db)
             return True
 
-        return self._call_sync(op)
+        return await self._call(op)
 
     # -- reads -------------------------------------------------------------------------------
 

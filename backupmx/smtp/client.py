@@ -119,7 +119,7 @@ class _Attempt:
 
     async def _session(self, server: Server, todo: list[int]) -> tuple[list[int], bool]:
         """Deliver ``todo`` through one server; returns the softly failed and "greeted"."""
-        conn = await self.pool.get(server) if self.pool else None
+        conn = await self.pool.get(server, self.settings) if self.pool else None
         greeted = True
         try:
             if conn is None:

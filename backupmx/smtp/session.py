@@ -594,7 +594,9 @@ class ConnectionPool:
     """Idle sessions per (ip, port), kept a few seconds for the next message.
 
     Postfix's connection cache does the same job: a burst of queued mail for the
-    primary goes over one session instead of one per message.
+    primary goes over one session instead of one per message.  A session is reused
+    only under the ClientSettings it was opened with, so after a reload the next
+    delivery opens a new one with the new TLS level, HELO name, bind address...
     """
 
     def __init__(self, idle_time: float = 5.0, max_age: float = 300.0) -> None:
@@ -603,8 +605,9 @@ class ConnectionPool:
         self._idle: dict[tuple[str, int], list[tuple[Connection, asyncio.TimerHandle]]] = {}
         self._parked: dict[int, float] = {}  # id(conn) -> when it was put back
 
-    async def get(self, server: Server) -> Connection | None:
-        """An idle session to this server that still answers RSET, or None.
+    async def get(self, server: Server, settings: ClientSettings) -> Connection | None:
+        """An idle session to this server, opened with ``settings``, that still answers
+        RSET; or None.
 
         A session put back less than FRESH seconds ago is taken without the RSET
         round trip: during a drain that RSET was a visible share of the work, and
@@ -616,6 +619,9 @@ class ConnectionPool:
             timer.cancel()
             parked = self._parked.pop(id(conn), 0.0)
             if not conn.connected:
+                continue
+            if conn.settings is not settings and conn.settings != settings:
+                conn.quit()  # made under another configuration
                 continue
             if time.monotonic() - parked < FRESH:
                 return conn

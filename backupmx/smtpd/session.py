@@ -44,12 +44,6 @@ _COMMANDS = {
 }
 
 
-def _disk_full(e: SpoolError) -> bool:
-    """Did the spool fail for want of space (SQLITE_FULL, ENOSPC)?"""
-    text = str(e).lower()
-    return "disk is full" in text or "no space left" in text
-
-
 class Disconnect(Exception):
     """End the session after the reply already queued."""
 
@@ -697,7 +691,7 @@ class Session:
             stored = await self.server.spool.commit(env, content)
         except SpoolError as e:
             log.warning("cleanup", f"{qid}: queue file write error: {e}")
-            if _disk_full(e):
+            if e.disk_full:
                 await self.send("452 4.3.1 Insufficient system storage")
             else:
                 await self.send("451 4.3.0 Error: queue file write error")

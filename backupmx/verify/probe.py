@@ -192,7 +192,8 @@ class Prober:
             return conn
         client = ClientSettings.from_config(cfg)
         sender = probe_sender(cfg)
-        if conn is not None and conn.connected and conn.server in servers:
+        if (conn is not None and conn.connected and conn.server in servers
+                and conn.settings == client):  # not a session of an older configuration
             try:
                 await self._transaction(conn, sender, batch)
                 return conn if conn.connected else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.util import OUTSIDE, message, queue, send, wait_queue
+from tests.e2e.util import OUTSIDE, message, queue, reload, send, wait_queue
 from tests.peers.primary import RecordingPrimary
 
 SEED = """
@@ -245,6 +245,22 @@ def test_outbound_tls_levels_deliver_over_tls(backupmx_factory, tls_primary, lev
     assert out.data is not None and out.data[0] == 250
     tls_primary.wait_for(1, timeout=30)
     assert _used_starttls(tls_primary)
+    mx.wait_log(r"Untrusted TLS connection established to mx1\.nausch\.org")
+
+
+def test_a_reload_to_encrypt_is_not_met_with_a_pooled_plain_session(backupmx_factory,
+                                                                   tls_primary):
+    mx = backupmx_factory(SEED + "smtp_tls_security_level = none\n")
+    send(mx, "sender@sender.example", ["alice@nausch.org"], message("plain"))
+    tls_primary.wait_for(1, timeout=30)
+    assert not _used_starttls(tls_primary)
+    reload(mx, "smtp_tls_security_level = encrypt\n")
+    send(mx, "sender@sender.example", ["alice@nausch.org"], message("encrypted"))
+    tls_primary.wait_for(2, timeout=30)
+    carried = [s.commands for s in tls_primary.sessions if b"DATA" in s.commands]
+    assert len(carried) == 2, carried  # the second message had a session of its own
+    assert b"STARTTLS" not in carried[0]
+    assert carried[1][:2] == [b"EHLO mx1.tachtler.net", b"STARTTLS"]
     mx.wait_log(r"Untrusted TLS connection established to mx1\.nausch\.org")
 
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.util import message, send
+from tests.e2e.util import message, reload, send
 
 # The seed's verification lines as they are (the cache path under the test's data_directory);
 # its RBL, policy and access-map lines belong to other features and are left out here.
@@ -332,3 +332,13 @@ def test_relay_recipient_maps_apply_without_naming_the_restriction(backupmx_fact
         "550 5.1.1 <nobody@nausch.org>: Recipient address rejected: "
         "User unknown in relay recipient table"
     )
+
+
+def test_a_probe_after_a_reload_does_not_use_the_session_kept_from_before(mx, known):
+    assert send(mx, "s@sender.example", ["alice@nausch.org"]).rcpts == [(250, b"2.1.5 Ok")]
+    reload(mx, "smtp_helo_name = relay.tachtler.net\n")
+    assert send(mx, "s@sender.example", ["bob@nausch.org"]).rcpts == [(250, b"2.1.5 Ok")]
+    probes = [(s.commands[0], [c for c in s.commands if c.startswith(b"RCPT")])
+              for s in known.sessions]
+    assert probes == [(b"EHLO mx1.tachtler.net", [b"RCPT TO:<alice@nausch.org>"]),
+                      (b"EHLO relay.tachtler.net", [b"RCPT TO:<bob@nausch.org>"])]

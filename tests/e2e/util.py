@@ -140,6 +140,17 @@ def wait_queue(mx: BackupMX, pred: Any, timeout: float = 15.0) -> list[dict[str,
         time.sleep(0.2)
 
 
+def reload(mx: BackupMX, extra: str) -> None:
+    """Append ``extra`` to the configuration file, SIGHUP, wait for the reload line."""
+    done = mx.log_text().count("reload -- configuration")
+    mx.config_file.write_text(mx.config_file.read_text() + extra)
+    mx.sighup()
+    deadline = time.monotonic() + 15
+    while mx.log_text().count("reload -- configuration") == done:
+        assert time.monotonic() < deadline, "reload not logged"
+        time.sleep(0.05)
+
+
 def strip_received(data: bytes) -> tuple[bytes, bytes]:
     """Split off our Received: header (first header, with its continuation lines)."""
     assert data.startswith(b"Received: "), data[:80]

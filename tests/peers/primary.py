@@ -86,6 +86,8 @@ class RecordingPrimary:
     ``stall_seconds``: wait that long before replying to the final dot. The message
     is recorded before the wait, as a real server has taken it even when the client
     gives up before the reply.
+    ``peak_in_data``: the most sessions that were between 354 and the reply to the
+    final dot at the same moment (the parallel deliveries); ``clear`` resets it.
     """
 
     def __init__(
@@ -106,6 +108,8 @@ class RecordingPrimary:
         self.greeting: str | None = None
         self.drop_in_data = False
         self.stall_seconds = 0.0
+        self.in_data = 0
+        self.peak_in_data = 0
         self.messages: list[Received] = []
         self.sessions: list[Session] = []
         self._changed = threading.Condition()
@@ -204,6 +208,7 @@ class RecordingPrimary:
         with self._changed:
             self.messages.clear()
             self.sessions.clear()
+            self.peak_in_data = self.in_data
 
     # -- the SMTP side, in the server's loop ---------------------------------------------
 
@@ -325,6 +330,23 @@ class RecordingPrimary:
                 await self._reply(session, writer, "502 5.5.2 Error: command not recognized")
 
     async def _data(
+        self,
+        session: Session,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        mail: tuple[str, list[str]],
+        rcpts: list[tuple[str, list[str]]],
+    ) -> None:
+        with self._changed:
+            self.in_data += 1
+            self.peak_in_data = max(self.peak_in_data, self.in_data)
+        try:
+            await self._transfer(session, reader, writer, mail, rcpts)
+        finally:
+            with self._changed:
+                self.in_data -= 1
+
+    async def _transfer(
         self,
         session: Session,
         reader: asyncio.StreamReader,

@@ -110,6 +110,7 @@ async def test_duplicate_id_fails_alone(spool: Spool) -> None:
         return_exceptions=True,
     )
     assert isinstance(results[0], SpoolError)
+    assert results[0].disk_full is False  # a duplicate is no lack of space
     assert results[1] == encode_envelope(other)  # the envelope as stored
     assert spool.content("DUP0000001") == CONTENT  # never overwritten
     assert spool.envelope(other.id) == other
@@ -137,14 +138,16 @@ async def test_hold_release_delete(spool: Spool) -> None:
     a, b, c = make_env(), make_env(), make_env()
     for env in (a, b, c):
         await spool.commit(env, CONTENT)
-    assert spool.set_hold(a.id, True) is True
+    assert await spool.set_hold(a.id, True) is True
     assert spool.envelope(a.id).hold is True
-    assert spool.set_hold(a.id, False) is True
+    assert await spool.set_hold(a.id, False) is True
     assert spool.envelope(a.id).hold is False
-    assert spool.set_hold("NOSUCH", True) is False
-    assert spool.delete(a.id) is True
-    assert spool.delete(a.id) is False
-    assert spool.delete_all() == 2
+    assert await spool.set_hold("NOSUCH", True) is False
+    assert await spool.delete(a.id) is True
+    assert await spool.delete(a.id) is False
+    before = spool.commits
+    assert sorted(await spool.delete_all()) == sorted([b.id, c.id])
+    assert spool.commits == before + 1  # one transaction, one fsync
     assert spool.envelopes() == []
 
 
@@ -262,8 +265,9 @@ async def test_full_disk_raises_spool_error_and_writes_nothing(spool: Spool) -> 
     pages = spool._call_sync(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
     spool._call_sync(lambda db: db.execute(f"PRAGMA max_page_count = {pages + 2}"))
     big = make_env("BIG0000001")
-    with pytest.raises(SpoolError):
+    with pytest.raises(SpoolError) as failure:
         await spool.commit(big, b"x" * 200_000)
+    assert failure.value.disk_full is True  # SQLITE_FULL, whatever its wording
     assert spool.envelope("BIG0000001") is None
     with pytest.raises(KeyError):
         spool.content("BIG0000001")

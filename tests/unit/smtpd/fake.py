@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from backupmx import config, services
 from backupmx.anvil import Anvil
 from backupmx.envelope import Envelope
+from backupmx.queue.store import SpoolError
 from backupmx.smtpd.conn import Conn
 from backupmx.smtpd.session import Session, anvil_reply
 
@@ -63,8 +64,11 @@ class FakeTransport(asyncio.Transport):
 @dataclass
 class FakeSpool:
     committed: list[tuple[Envelope, bytes]] = field(default_factory=list)
+    error: SpoolError | None = None  # what every commit raises, when set
 
     async def commit(self, env: Envelope, content: bytes) -> str:
+        if self.error is not None:
+            raise self.error
         self.committed.append((env, content))
         return "{}"
 

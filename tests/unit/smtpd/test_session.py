@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from backupmx.queue.store import SpoolError
 from backupmx.smtpd.conn import Conn, SessionExpired
 from tests.unit.smtpd.fake import FakeServer, FakeTransport, converse, final_replies
 
@@ -36,6 +37,17 @@ async def test_message_is_committed_with_crlf_only():
     (env, content), = server.spool.committed
     assert content.endswith(b"\r\nSubject: x\r\n\r\na\r\nb\r\n")
     assert b"with ESMTP id" in content
+
+
+async def test_spool_failure_reply_follows_the_disk_full_field_not_the_text():
+    server = FakeServer("")
+    server.spool.error = SpoolError("queue write failed: some wording", disk_full=True)
+    out = await converse(server, HELLO + TX + b"Subject: x\r\n\r\na\r\n.\r\nQUIT\r\n")
+    assert final_replies(out)[-2] == "452 4.3.1 Insufficient system storage"
+    server.spool.error = SpoolError("queue write failed: database or disk is full")
+    out = await converse(server, HELLO + TX + b"Subject: x\r\n\r\na\r\n.\r\nQUIT\r\n")
+    assert final_replies(out)[-2] == "451 4.3.0 Error: queue file write error"
+    assert server.spool.committed == []
 
 
 async def test_reject_mode_data_and_command_line():
