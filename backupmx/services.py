@@ -133,7 +133,8 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
     lists: dict[str, RList] = {}
     for kind, param in LIST_PARAMS.items():
         try:
-            lists[kind] = compile_list(param, cfg.list(param), kind)
+            items = _relay_items(cfg) if kind == "relay" else cfg.list(param)
+            lists[kind] = compile_list(param, items, kind)
         except RestrictionSyntaxError as e:
             issue(param, str(e))
             lists[kind] = RList(param)
@@ -240,6 +241,23 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
     if issues:
         raise ConfigError(issues)
     return svc
+
+
+def _relay_items(cfg: Config) -> list[str]:
+    """smtpd_relay_restrictions as evaluated.
+
+    The default's defer_unauth_destination (454) is a safety net for a configuration
+    that forgot its relay decision; one whose recipient list has its own
+    reject_unauth_destination (written for Postfix before 2.10) has decided that a relay
+    attempt is refused for good, and with the relay list first it would otherwise never
+    get there.  So the default denies with reject_unauth_destination (554) then.
+    """
+    items = cfg.list("smtpd_relay_restrictions")
+    recipient = [i.lower() for i in cfg.list("smtpd_recipient_restrictions")]
+    if cfg.is_set("smtpd_relay_restrictions") or "reject_unauth_destination" not in recipient:
+        return items
+    return ["reject_unauth_destination" if i.lower() == "defer_unauth_destination" else i
+            for i in items]
 
 
 def _is_ip(text: str) -> bool:

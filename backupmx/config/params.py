@@ -167,7 +167,9 @@ _TABLE: tuple[Param, ...] = (
     _l("smtpd_sender_restrictions", "", "Restrictions on MAIL FROM, evaluated at RCPT TO"),
     _l("smtpd_relay_restrictions", "permit_mynetworks, permit_sasl_authenticated, "
        "permit_mx_backup, defer_unauth_destination", "Relay control at RCPT TO (backupmx: "
-       "permit_mx_backup is in the default, unlike Postfix)"),
+       "permit_mx_backup is in the default, unlike Postfix; while this is not set and "
+       "smtpd_recipient_restrictions has reject_unauth_destination, the default ends in "
+       "reject_unauth_destination instead, so that list's 554 stays the answer)"),
     _l("smtpd_recipient_restrictions", "", "Restrictions on RCPT TO"),
     _l("smtpd_data_restrictions", "", "Restrictions on the DATA command"),
     _l("smtpd_end_of_data_restrictions", "", "Restrictions after the end of message data"),
@@ -177,9 +179,9 @@ _TABLE: tuple[Param, ...] = (
     _s("smtpd_null_access_lookup_key", "<>", "Access-map key used for the null sender"),
     _b("smtpd_reject_unlisted_recipient", "yes", "Reject recipients not in the recipient "
        "table of their address class, after the RCPT lists"),
-    _b("smtpd_relay_before_recipient_restrictions", "no", "Evaluate smtpd_relay_restrictions "
-       "before smtpd_recipient_restrictions (no: the recipient list decides first, as in "
-       "Postfix before 3.6; the relay list is the safety net)"),
+    _b("smtpd_relay_before_recipient_restrictions", "yes", "Evaluate smtpd_relay_restrictions "
+       "before smtpd_recipient_restrictions, as Postfix 3.6 and later: a relay attempt gets "
+       "Relay access denied before any recipient check (no: the recipient list first)"),
     _b("show_user_unknown_table_name", "yes", "Name the table in User unknown replies"),
     _ch("reject_tempfail_action", "defer_if_permit", _TEMPFAIL, "What a reject restriction "
         "does on a temporary error: defer_if_permit or defer"),
