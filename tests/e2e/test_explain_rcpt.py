@@ -1,7 +1,8 @@
 """``backupmx explain`` and the server make one RCPT decision: for every recipient the
 CLI prints as its final reply what the server answers over TCP, whether the lists,
 smtpd_reject_unlisted_recipient, the postmaster rule, the probe sender or the local
-unknown-user rule decide, with and without soft_bounce."""
+unknown-user rule decide, with and without soft_bounce (which, as in Postfix, turns
+every 5xx the server sends into 4xx, protocol errors too)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def server_replies(mx) -> dict[str, str]:
         for r in RECIPIENTS:
             code, text = s.rcpt(r)
             out[r] = f"{code} {text.decode()}"
+        code, text = s.docmd("RCPT", "TO:<not an address>")  # a protocol error
+        out["syntax"] = f"{code} {text.decode()}"
         return out
     finally:
         s.close()
@@ -66,7 +69,9 @@ def test_explain_prints_the_reply_the_server_sends(backupmx_factory, primary, tm
         "someone@mx1.tachtler.net": f"{first}50 {first}.1.1 <someone@mx1.tachtler.net>: "
                                     "Recipient address rejected: User unknown in local "
                                     "recipient table",
+        "syntax": f"{first}01 {first}.1.3 Bad recipient address syntax",
     }
+    del got["syntax"]
     assert {r: explained(mx, r) for r in RECIPIENTS} == got
     mx.wait_log(r"[0-9A-F]+: reject: RCPT from client\.example\.net\[127\.0\.0\.5\]: "
                 f"{first}50 {first}\\.1\\.1 <bob@nausch\\.org>: Recipient address rejected: "
