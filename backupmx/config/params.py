@@ -116,8 +116,8 @@ _TABLE: tuple[Param, ...] = (
        "(backupmx: loopback only by default, as mynetworks_style = host)"),
     _ch("mynetworks_style", "host", ("host", "subnet", "class"), "How Postfix would derive "
         "mynetworks; backupmx always uses the explicit mynetworks default"),
-    _l("proxy_interfaces", "", "Addresses of a proxy or NAT in front of this host; they count "
-       "as this host for permit_mx_backup and loop detection"),
+    _l("proxy_interfaces", "", "Addresses or host names of a proxy or NAT in front of this "
+       "host; they count as this host for permit_mx_backup and loop detection"),
     _l("inet_interfaces", "all", "Addresses of this host's network interfaces that count as "
        "this host (all = every configured address)"),
     _l("inet_protocols", "all", "Address families to use: all, ipv4, ipv6"),
@@ -347,7 +347,8 @@ _TABLE: tuple[Param, ...] = (
     _z("bounce_size_limit", "50000", "Largest original message returned whole in a bounce"),
     _s("bounce_notice_recipient", "postmaster", "Recipient of postmaster copies of bounces"),
     _s("2bounce_notice_recipient", "postmaster", "Recipient of undeliverable bounces"),
-    _b("soft_bounce", "no", "Turn every permanent failure into a temporary one (testing aid)"),
+    _b("soft_bounce", "no", "Turn every permanent failure into a temporary one (testing "
+       "aid): the SMTP server sends each 5xx reply as 4xx, protocol errors included"),
     _l("fast_flush_domains", "$relay_domains", "Domains whose mail ETRN may flush"),
     # server limits
     _z("message_size_limit", "10240000", "Largest accepted message in bytes; 0 is no limit"),
