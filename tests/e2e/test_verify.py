@@ -249,14 +249,20 @@ def test_verify_command_text_and_json(mx, known):
     assert "/verify[" in res.stderr and "to=<alice@nausch.org>" in res.stderr
 
 
-def test_check_warns_about_the_seed_order(mx):
-    res = mx.cli("check")
-    assert res.returncode == 0, res.stderr
-    assert (
+def test_check_warns_about_the_seed_order_with_the_recipient_list_first(backupmx_factory, known):
+    warning = (
         "warning: smtpd_recipient_restrictions: reject_unverified_recipient comes before "
         "permit_mx_backup/reject_unauth_destination; Postfix would then probe the mail servers "
         "of any domain a client names, backupmx probes only destinations it relays to"
-    ) in res.stderr
+    )
+    # The relay list first (the default): it refuses foreign domains before any probe.
+    res = backupmx_factory(SEED, start=False).cli("check")
+    assert res.returncode == 0, res.stderr
+    assert warning not in res.stderr
+    res = backupmx_factory(SEED + "smtpd_relay_before_recipient_restrictions = no\n",
+                           start=False, name="recipient-first").cli("check")
+    assert res.returncode == 0, res.stderr
+    assert warning in res.stderr
 
 
 def test_negative_cache_off_still_refuses_but_stores_nothing(backupmx_factory, known):
