@@ -338,3 +338,11 @@ def test_relay_recipient_maps_apply_without_naming_the_restriction(backupmx_fact
         "550 5.1.1 <nobody@nausch.org>: Recipient address rejected: "
         "User unknown in relay recipient table"
     )
+
+
+def test_soft_bounce_sends_the_verification_refusal_as_4xx(backupmx_factory, known):
+    mx = backupmx_factory(SEED + "soft_bounce = yes\n")
+    out = send(mx, "s@sender.example", ["nobody@nausch.org"])
+    assert out.rcpt_line() == "477 4.1.1" + NOBODY_577.removeprefix("577 5.1.1")
+    mx.wait_log(r"NOQUEUE: reject: RCPT from client\.example\.net\[127\.0\.0\.5\]: 477 4\.1\.1 "
+                r"<nobody@nausch\.org>: Recipient address rejected: undeliverable address: ")
