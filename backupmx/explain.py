@@ -1,4 +1,4 @@
-"""``backupmx explain``: run the RCPT-stage restrictions for one made-up transaction.
+"""``backupmx explain``: make the server's RCPT decision for one made-up transaction.
 
 Nothing is sent and nothing is queued; DNS lookups, tables and policy servers are
 asked exactly as a real session would ask them, so the printout shows what a
@@ -12,10 +12,11 @@ import ipaddress
 import sys
 
 from backupmx import addr
-from backupmx.reply import Reply
+from backupmx.reply import Reply, soft_bounced
 from backupmx.restrictions import dnsbl
 from backupmx.restrictions.addresses import unverified_name
-from backupmx.restrictions.engine import Context, EvalState, evaluate
+from backupmx.restrictions.engine import Context
+from backupmx.restrictions.rcpt import decide
 from backupmx.services import Services
 
 
@@ -68,31 +69,29 @@ async def explain(
     ]
     trace: list[str] = []
     try:
-        verdict = await evaluate(svc.rcpt_lists(), ctx, svc, EvalState(trace=trace))
+        decision = await decide(ctx, svc, trace)
     finally:
         dnsbl.cancel(ctx)
     lines += trace
-    reply: Reply
+    verdict = decision.verdict
+    reply = Reply(250, "2.1.5", "Ok")
     if verdict is not None and verdict.reply is not None:
         reply = verdict.reply
         if verdict.disconnect:
             lines.append("(the server disconnects after this reply)")
-    else:
-        res = svc.resolve(ctx.recipient)
-        if ctx.discard:
-            lines.append("(DISCARD: accepted, then the message is thrown away)")
-        if res.local and not res.routed and not ctx.discard:
-            reply = Reply(550, "5.1.1", f"<{ctx.recipient}>: Recipient address rejected: "
-                          "User unknown in local recipient table")
-        else:
-            reply = Reply(250, "2.1.5", "Ok")
+    elif ctx.discard:
+        lines.append("(DISCARD: accepted, then the message is thrown away)")
     for flag, text in ((ctx.hold, "HOLD: the message would be held in the queue"),
                        (bool(ctx.redirect), f"REDIRECT to {ctx.redirect}"),
                        (bool(ctx.bcc), f"BCC to {', '.join(ctx.bcc)}")):
         if flag:
             lines.append(f"({text})")
     lines += [f"(PREPEND {header})" for header in ctx.prepend]
-    lines.append(f"final reply: {reply.line()}")
+    line = reply.line()
+    if reply.permanent and svc.cfg.bool("soft_bounce"):
+        lines.append("(soft_bounce = yes: the server sends this 5xx as 4xx)")
+        line = soft_bounced(reply).line()
+    lines.append(f"final reply: {line}")
     return lines
 
 

@@ -48,6 +48,16 @@ def soft_bounced(reply: Reply) -> Reply:
     return Reply(reply.code - 100, dsn, reply.text)
 
 
+def soft_bounced_line(line: str) -> str:
+    """:func:`soft_bounced` for a reply already written as one line (``550 5.1.1 text``)."""
+    code, _, text = line.partition(" ")
+    if not (code.isdigit() and len(code) == 3 and code[0] == "5"):
+        return line
+    dsn, _, rest = text.partition(" ")
+    reply = Reply(int(code), dsn, rest) if valid_dsn(dsn) else Reply(int(code), "", text)
+    return soft_bounced(reply).line()
+
+
 def printable(s: str) -> str:
     """Replace control characters with spaces (replies must be one printable line)."""
     return "".join(c if c >= " " and c != "\x7f" else " " for c in s)

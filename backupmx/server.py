@@ -72,6 +72,7 @@ class Server(SmtpdHost):
     # --- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
         """Bind (as root for port 25), drop privileges, open the queue, then serve."""
+        await self.svc.own_addresses()  # proxy_interfaces names, before anything uses them
         sockets = bind(self.svc.listen)
         count = self.svc.cfg.int("smtpd_worker_processes")
         if count:
@@ -136,6 +137,7 @@ class Server(SmtpdHost):
             count = "smtpd_worker_processes"
             if svc.cfg.int(count) != self.svc.cfg.int(count):
                 log.warning("master", f"{count} changed: restart backupmx to apply it")
+            await svc.own_addresses()
             old, self.svc = self.svc, svc
             old.policy.close()  # idle policy connections and the greylist store of the old config
             await self.qmgr.reload()

@@ -8,13 +8,16 @@ stopper rule, network lists) and reports each problem as ``FILE:LINE: message``.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass, field
 
 from backupmx import addr
 from backupmx.config import Config, ConfigError, ConfigIssue
-from backupmx.dns import Resolver
+from backupmx.dns import DnsTempError, Resolver
+from backupmx.log import log
 from backupmx.maps import MapError, Maps
 from backupmx.netlist import DomainList, NetList
 from backupmx.policy.runtime import PolicyServices
@@ -27,6 +30,7 @@ from backupmx.restrictions.engine import (
 )
 from backupmx.verify.service import Verifier, verifier_for
 
+OWN_NAMES_RETRY = 60.0  # seconds before a proxy_interfaces name that failed is asked again
 MAX_WORKERS = 64  # smtpd_worker_processes: more processes than this is a typo, not a plan
 
 # Restriction list parameters and the kind of list each one is.
@@ -91,12 +95,49 @@ class Services:
     policy: PolicyServices  # policy-server connections and the greylist store
     verifier: Verifier  # process-wide, survives reloads (backupmx/verify/service.py)
     _resolved: dict[str, addr.Resolved] = field(default_factory=dict)
+    #: host names in proxy_interfaces whose addresses are not in own_ips yet
+    own_names: tuple[str, ...] = ()
+    _own_names_due: float = 0.0  # when (monotonic) to ask the DNS for them again
 
     def is_own_ip(self, ip: str) -> bool:
         try:
             return ipaddress.ip_address(ip).compressed in self.own_ips
         except ValueError:
             return False
+
+    async def resolve_own_names(self) -> list[tuple[str, str]]:
+        """Count the addresses of the host names in proxy_interfaces as this host's.
+
+        Postfix resolves them when it starts; building services is synchronous and
+        the resolver is not, so a server does this before it uses a configuration,
+        and a check that needs them (permit_mx_backup) first asks again for a name
+        that did not resolve, at most once a minute.  Returns (name, reason) for
+        every name that did not resolve (``check`` warns about them).
+        """
+        failed: list[tuple[str, str]] = []
+        own = set(self.own_ips)
+        for name in self.own_names:
+            try:
+                found = await self.resolver.addresses(name)
+            except DnsTempError as e:
+                failed.append((name, str(e)))
+                continue
+            if not found:
+                failed.append((name, "Host not found"))
+            own.update(ipaddress.ip_address(a).compressed for a in found)
+        self.own_ips = frozenset(own)
+        self.own_literals = _literals(self.own_ips)
+        self.own_names = tuple(name for name, _ in failed)
+        self._own_names_due = time.monotonic() + OWN_NAMES_RETRY
+        return failed
+
+    async def own_addresses(self) -> None:
+        """Before using this configuration, and before a decision about this host:
+        resolve the proxy_interfaces names still missing (logged when they fail)."""
+        if self.own_names and time.monotonic() >= self._own_names_due:
+            for name, reason in await self.resolve_own_names():
+                log.warning("smtpd", f"proxy_interfaces: cannot resolve host name {name}: "
+                            f"{reason}; it does not count as this host yet")
 
     def is_local_domain(self, domain: str) -> bool:
         """This host is the final destination: mydestination or an own address literal."""
@@ -133,7 +174,8 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
     lists: dict[str, RList] = {}
     for kind, param in LIST_PARAMS.items():
         try:
-            lists[kind] = compile_list(param, cfg.list(param), kind)
+            items = _relay_items(cfg) if kind == "relay" else cfg.list(param)
+            lists[kind] = compile_list(param, items, kind)
         except RestrictionSyntaxError as e:
             issue(param, str(e))
             lists[kind] = RList(param)
@@ -189,15 +231,17 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
             own |= _interface_addresses()
         else:
             own.add(host)
+    own_names: list[str] = []
     for item in cfg.list("proxy_interfaces"):
-        try:
-            own.add(item.strip("[]"))
-        except ValueError:
-            issue("proxy_interfaces", f"proxy_interfaces: bad address {item!r}")
+        text = item.strip("[]")
+        if _is_ip(text):
+            own.add(text)
+        elif addr.valid_hostname(text.rstrip(".")):
+            own_names.append(text.rstrip(".").lower())
+        else:
+            issue("proxy_interfaces",
+                  f"proxy_interfaces: {item!r} is neither an address nor a host name")
     own_ips = frozenset(ipaddress.ip_address(a).compressed for a in own if _is_ip(a))
-    literals = frozenset(
-        f"[{a}]" if ":" not in a else f"[ipv6:{a}]" for a in own_ips
-    )
 
     try:
         verifier = verifier_for(cfg.str("address_verify_map"))
@@ -220,13 +264,14 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
         mx_backup_networks=mxb,
         fast_flush_domains=fast_flush,
         own_ips=own_ips,
-        own_literals=literals,
+        own_literals=_literals(own_ips),
         lists=lists,
         listen=listen,
         bare_newline_exclusions=bare_exclusions,
         event_limit_exceptions=event_exceptions,
         policy=PolicyServices(cfg),
         verifier=verifier,
+        own_names=tuple(own_names),
     )
     for kind, param in LIST_PARAMS.items():
         for step in lists[kind].steps:
@@ -242,6 +287,28 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
     return svc
 
 
+def _relay_items(cfg: Config) -> list[str]:
+    """smtpd_relay_restrictions as evaluated.
+
+    The default's defer_unauth_destination (454) is a safety net for a configuration
+    that forgot its relay decision; one whose recipient list has its own
+    reject_unauth_destination (written for Postfix before 2.10) has decided that a relay
+    attempt is refused for good, and with the relay list first it would otherwise never
+    get there.  So the default denies with reject_unauth_destination (554) then.
+    """
+    items = cfg.list("smtpd_relay_restrictions")
+    recipient = [i.lower() for i in cfg.list("smtpd_recipient_restrictions")]
+    if cfg.is_set("smtpd_relay_restrictions") or "reject_unauth_destination" not in recipient:
+        return items
+    return ["reject_unauth_destination" if i.lower() == "defer_unauth_destination" else i
+            for i in items]
+
+
+def _literals(ips: frozenset[str]) -> frozenset[str]:
+    """The address literals (``[1.2.3.4]``, ``[ipv6:...]``) of this host's addresses."""
+    return frozenset(f"[{a}]" if ":" not in a else f"[ipv6:{a}]" for a in ips)
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -251,7 +318,8 @@ def _is_ip(text: str) -> bool:
 
 
 def warnings(svc: Services) -> list[ConfigIssue]:
-    """Things that work but that a mail administrator should hear about."""
+    """Things that work but that a mail administrator should hear about (``check``; it
+    resolves the proxy_interfaces names, so it must not run inside an event loop)."""
     cfg = svc.cfg
     out: list[ConfigIssue] = []
     names = set(svc.lists["relay"].names()) | set(svc.lists["recipient"].names())
@@ -274,6 +342,11 @@ def warnings(svc: Services) -> list[ConfigIssue]:
             "restrictions are applied at each RCPT TO, as with yes",
         ))
     out += _verify_order_warnings(svc)
+    if svc.own_names:
+        line = cfg.line_of("proxy_interfaces") or 0
+        out += [ConfigIssue(cfg.path, line, f"warning: proxy_interfaces: cannot resolve host "
+                            f"name {name}: {reason}; it does not count as this host")
+                for name, reason in asyncio.run(svc.resolve_own_names())]
     return out
 
 

@@ -116,8 +116,8 @@ _TABLE: tuple[Param, ...] = (
        "(backupmx: loopback only by default, as mynetworks_style = host)"),
     _ch("mynetworks_style", "host", ("host", "subnet", "class"), "How Postfix would derive "
         "mynetworks; backupmx always uses the explicit mynetworks default"),
-    _l("proxy_interfaces", "", "Addresses of a proxy or NAT in front of this host; they count "
-       "as this host for permit_mx_backup and loop detection"),
+    _l("proxy_interfaces", "", "Addresses or host names of a proxy or NAT in front of this "
+       "host; they count as this host for permit_mx_backup and loop detection"),
     _l("inet_interfaces", "all", "Addresses of this host's network interfaces that count as "
        "this host (all = every configured address)"),
     _l("inet_protocols", "all", "Address families to use: all, ipv4, ipv6"),
@@ -167,7 +167,9 @@ _TABLE: tuple[Param, ...] = (
     _l("smtpd_sender_restrictions", "", "Restrictions on MAIL FROM, evaluated at RCPT TO"),
     _l("smtpd_relay_restrictions", "permit_mynetworks, permit_sasl_authenticated, "
        "permit_mx_backup, defer_unauth_destination", "Relay control at RCPT TO (backupmx: "
-       "permit_mx_backup is in the default, unlike Postfix)"),
+       "permit_mx_backup is in the default, unlike Postfix; while this is not set and "
+       "smtpd_recipient_restrictions has reject_unauth_destination, the default ends in "
+       "reject_unauth_destination instead, so that list's 554 stays the answer)"),
     _l("smtpd_recipient_restrictions", "", "Restrictions on RCPT TO"),
     _l("smtpd_data_restrictions", "", "Restrictions on the DATA command"),
     _l("smtpd_end_of_data_restrictions", "", "Restrictions after the end of message data"),
@@ -177,9 +179,9 @@ _TABLE: tuple[Param, ...] = (
     _s("smtpd_null_access_lookup_key", "<>", "Access-map key used for the null sender"),
     _b("smtpd_reject_unlisted_recipient", "yes", "Reject recipients not in the recipient "
        "table of their address class, after the RCPT lists"),
-    _b("smtpd_relay_before_recipient_restrictions", "no", "Evaluate smtpd_relay_restrictions "
-       "before smtpd_recipient_restrictions (no: the recipient list decides first, as in "
-       "Postfix before 3.6; the relay list is the safety net)"),
+    _b("smtpd_relay_before_recipient_restrictions", "yes", "Evaluate smtpd_relay_restrictions "
+       "before smtpd_recipient_restrictions, as Postfix 3.6 and later: a relay attempt gets "
+       "Relay access denied before any recipient check (no: the recipient list first)"),
     _b("show_user_unknown_table_name", "yes", "Name the table in User unknown replies"),
     _ch("reject_tempfail_action", "defer_if_permit", _TEMPFAIL, "What a reject restriction "
         "does on a temporary error: defer_if_permit or defer"),
@@ -345,7 +347,8 @@ _TABLE: tuple[Param, ...] = (
     _z("bounce_size_limit", "50000", "Largest original message returned whole in a bounce"),
     _s("bounce_notice_recipient", "postmaster", "Recipient of postmaster copies of bounces"),
     _s("2bounce_notice_recipient", "postmaster", "Recipient of undeliverable bounces"),
-    _b("soft_bounce", "no", "Turn every permanent failure into a temporary one (testing aid)"),
+    _b("soft_bounce", "no", "Turn every permanent failure into a temporary one (testing "
+       "aid): the SMTP server sends each 5xx reply as 4xx, protocol errors included"),
     _l("fast_flush_domains", "$relay_domains", "Domains whose mail ETRN may flush"),
     # server limits
     _z("message_size_limit", "10240000", "Largest accepted message in bytes; 0 is no limit"),

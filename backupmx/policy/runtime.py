@@ -1,11 +1,16 @@
 """Policy state that lives as long as a configuration: connection pools, the greylister.
 
 Built with the :class:`~backupmx.services.Services` of one configuration; a reload
-builds a new one and closes the old one's idle connections and store.
+builds a new one and closes the old one.  A RCPT that began under the old
+configuration may still be on its way to a policy check, so the old one is closed
+only once no check uses it any more (:meth:`PolicyServices.using`): a store or
+connection opened by such a late check is closed when it ends, never left open.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from backupmx.config import Config
@@ -62,6 +67,19 @@ class PolicyServices:
     cfg: Config
     clients: dict[str, PolicyClient] = field(default_factory=dict)
     greylister: Greylister | None = None
+    users: int = 0  # policy checks under way
+    closing: bool = False  # close() was called; the last check to end closes
+
+    @contextmanager
+    def using(self) -> Iterator[PolicyServices]:
+        """Hold these services open for one policy check."""
+        self.users += 1
+        try:
+            yield self
+        finally:
+            self.users -= 1
+            if self.closing and not self.users:
+                self._close_now()
 
     def service(self, arg: str) -> tuple[Endpoint, Settings]:
         """Parse a check_policy_service argument; ServiceSyntaxError when malformed."""
@@ -93,6 +111,12 @@ class PolicyServices:
         greylist_settings(self.cfg)
 
     def close(self) -> None:
+        """Close the connections and the store, at once or when the last check ends."""
+        self.closing = True
+        if not self.users:
+            self._close_now()
+
+    def _close_now(self) -> None:
         for c in self.clients.values():
             c.close()
         self.clients.clear()

@@ -75,8 +75,9 @@ def class_dsn(dsn: str, kind: str) -> str:
     return f"{cls}.0.0"
 
 
-def final_reply(svc: Services, code: int, dsn: str, text: str, kind: str) -> Reply:
-    """Apply §4.1 rules 1-4 and 6 to a reply whose text is complete.
+def final_reply(code: int, dsn: str, text: str, kind: str) -> Reply:
+    """Apply §4.1 rules 1-4 to a reply whose text is complete (rule 6, soft_bounce, is
+    applied where every reply is sent: smtpd/session.py).
 
     ``dsn`` is the built-in enhanced code; a valid code at the start of ``text``
     (written by an administrator or a remote list) wins, corrected for ``kind``.
@@ -87,21 +88,17 @@ def final_reply(svc: Services, code: int, dsn: str, text: str, kind: str) -> Rep
     if not 400 <= code <= 599:
         log.warning("smtpd", f"reply code {code} is not 4XX or 5XX; sending 450 instead")
         return Reply(450, "4.7.1", "Service unavailable")
-    if code >= 500 and svc.cfg.bool("soft_bounce"):
-        code -= 100
     return Reply(code, str(code)[0] + dsn[1:], printable(text))
 
 
-def access_reply(
-    ctx: Context, svc: Services, kind: str, code: int, dsn: str, text: str
-) -> Reply:
+def access_reply(ctx: Context, kind: str, code: int, dsn: str, text: str) -> Reply:
     """``<code> <dsn> <N>: <C> rejected: <text>`` for the thing a check of ``kind`` looked at."""
     head, _, rest = text.strip().partition(" ")
     if valid_dsn(head):
         dsn, text = class_dsn(head, kind), rest
     text = text.strip() or "Access denied"
     cls = CLASSES[kind][0]
-    return final_reply(svc, code, dsn, f"<{subject(ctx, kind)}>: {cls} rejected: {text}", kind)
+    return final_reply(code, dsn, f"<{subject(ctx, kind)}>: {cls} rejected: {text}", kind)
 
 
 def defer_if_permit(ctx: Context, st: EvalState, reply: Reply) -> None:
@@ -152,13 +149,13 @@ async def interpret_action(
         return DUNNO_V
     if upper == "REJECT":
         code = svc.cfg.int("access_map_reject_code")
-        return Verdict(REJECT, access_reply(ctx, svc, kind, code, "5.7.1", text))
+        return Verdict(REJECT, access_reply(ctx, kind, code, "5.7.1", text))
     if upper == "DEFER":
         code = svc.cfg.int("access_map_defer_code")
-        return Verdict(REJECT, access_reply(ctx, svc, kind, code, "4.7.1", text))
+        return Verdict(REJECT, access_reply(ctx, kind, code, "4.7.1", text))
     if upper in ("DEFER_IF_REJECT", "DEFER_IF_PERMIT"):
         code = svc.cfg.int("access_map_defer_code")
-        reply = access_reply(ctx, svc, kind, code, "4.7.1", text or "Service unavailable")
+        reply = access_reply(ctx, kind, code, "4.7.1", text or "Service unavailable")
         if upper == "DEFER_IF_REJECT":
             st.set_defer_if_reject(reply)
         else:
@@ -166,7 +163,7 @@ async def interpret_action(
         return DUNNO_V
     if _CODE.match(word):
         code = int(word)
-        return Verdict(REJECT, access_reply(ctx, svc, kind, code, f"{word[0]}.7.1", text))
+        return Verdict(REJECT, access_reply(ctx, kind, code, f"{word[0]}.7.1", text))
     if upper in ("WARN", "INFO"):
         action_log(ctx, upper.lower(), text)
         return DUNNO_V

@@ -44,7 +44,7 @@ def _strip_dot(name: str) -> str:
 
 
 def _reject(ctx: Context, svc: Services, kind: str, code: int, dsn: str, text: str) -> Verdict:
-    return Verdict(REJECT, access_reply(ctx, svc, kind, code, dsn, text))
+    return Verdict(REJECT, access_reply(ctx, kind, code, dsn, text))
 
 
 def _bad_literal(ctx: Context, svc: Services) -> Verdict:
@@ -144,7 +144,7 @@ async def _unknown_domain(
                        f"Domain {res.domain} does not accept mail (nullMX)")
     dsn = "4.1.8" if sender else "4.1.2"
     if status == TEMPFAIL:
-        reply = access_reply(ctx, svc, kind, 450, dsn, "Domain not found")
+        reply = access_reply(ctx, kind, 450, dsn, "Domain not found")
         if svc.cfg.str("unknown_address_tempfail_action") == "defer":
             return Verdict(REJECT, reply)
         defer_if_permit(ctx, st, reply)
@@ -184,7 +184,7 @@ async def reject_unknown_client_hostname(
     if ctx.client_name != "unknown":
         return DUNNO_V
     text = f"Client host rejected: cannot find your hostname, [{ctx.client_ip}]"
-    return Verdict(REJECT, final_reply(svc, _client_code(ctx, svc), "4.7.25", text, "client"))
+    return Verdict(REJECT, final_reply(_client_code(ctx, svc), "4.7.25", text, "client"))
 
 
 @restriction("reject_unknown_reverse_client_hostname")
@@ -194,7 +194,7 @@ async def reject_unknown_reverse_client_hostname(
     if ctx.reverse_name != "unknown":
         return DUNNO_V
     text = f"Client host rejected: cannot find your reverse hostname, [{ctx.client_ip}]"
-    return Verdict(REJECT, final_reply(svc, _client_code(ctx, svc), "4.7.1", text, "client"))
+    return Verdict(REJECT, final_reply(_client_code(ctx, svc), "4.7.1", text, "client"))
 
 
 async def _helo_status(svc: Services, name: str) -> str:
@@ -229,7 +229,7 @@ async def reject_unknown_helo_hostname(
     if status == FOUND:
         return DUNNO_V
     if status == TEMPFAIL:
-        reply = access_reply(ctx, svc, "helo", 450, "4.7.1", "Host not found")
+        reply = access_reply(ctx, "helo", 450, "4.7.1", "Host not found")
         if svc.cfg.str("unknown_helo_hostname_tempfail_action") == "defer":
             return Verdict(REJECT, reply)
         defer_if_permit(ctx, st, reply)

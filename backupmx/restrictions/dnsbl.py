@@ -213,7 +213,7 @@ async def _check(ctx: Context, svc: Services, st: EvalState, arg: str, what: str
         log.warning("smtpd", f"DNS list reply for {domain} does not start with a reply code:"
                     f" {text!r} (configuration error)")
         return Verdict(REJECT, CONFIG_ERROR)
-    return Verdict(REJECT, final_reply(svc, int(code), f"{code[0]}.7.1", rest, kind))
+    return Verdict(REJECT, final_reply(int(code), f"{code[0]}.7.1", rest, kind))
 
 
 def validate_list(arg: str | None, svc: Services) -> None:

@@ -33,17 +33,18 @@ async def check_policy_service(
     endpoint, settings = svc.policy.service(arg or "")
     attrs = attributes(ctx, settings.policy_context, svc.cfg.str("compatibility_level"))
     action: str | None
-    if endpoint.kind == "builtin":
-        try:
-            decision = svc.policy.greylist().check(attrs)
-        except (sqlite3.Error, OSError) as e:
-            log.warning("smtpd", f"{endpoint}: greylist store: {e}")
-            action = None
+    with svc.policy.using() as policy:  # a reload meanwhile closes them after this check
+        if endpoint.kind == "builtin":
+            try:
+                decision = policy.greylist().check(attrs)
+            except (sqlite3.Error, OSError) as e:
+                log.warning("smtpd", f"{endpoint}: greylist store: {e}")
+                action = None
+            else:
+                log.info("greylist", decision.log_line(attrs))
+                action = decision.action
         else:
-            log.info("greylist", decision.log_line(attrs))
-            action = decision.action
-    else:
-        action = await svc.policy.client(arg or "").query(attrs)
+            action = await policy.client(arg or "").query(attrs)
     if action is None:
         action = settings.default_action
     origin = f"check_policy_service {endpoint}"

@@ -114,6 +114,7 @@ async def permit_mx_backup(ctx: Context, svc: Services, st: EvalState, arg: str 
         return DUNNO_V
     if not mxs or any(not host for _, host in mxs):
         return DUNNO_V
+    await svc.own_addresses()
     best = mxs[0][0]
     primary = [h for p, h in mxs if p == best]
     backup = [h for p, h in mxs if p != best]

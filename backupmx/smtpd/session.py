@@ -20,14 +20,13 @@ from backupmx.log import log
 from backupmx.policy.request import new_instance
 from backupmx.queue.ids import new_id
 from backupmx.queue.store import SpoolError
-from backupmx.reply import Reply
+from backupmx.reply import Reply, soft_bounced_line
 from backupmx.restrictions import dnsbl
 from backupmx.restrictions.access import MessageActions
 from backupmx.restrictions.addresses import unverified_name
 from backupmx.restrictions.engine import Context, EvalState, Verdict, evaluate
-from backupmx.restrictions.verify import unlisted_recipient
+from backupmx.restrictions.rcpt import decide
 from backupmx.smtpd.conn import Closed, Conn, Interrupted, SessionExpired
-from backupmx.verify.probe import probe_sender
 
 if TYPE_CHECKING:
     from backupmx.services import Services
@@ -112,7 +111,7 @@ class Session:
 
     async def send(self, reply: Reply | str) -> None:
         """Queue a reply; count errors and tarpit once the soft limit is reached."""
-        line = reply.line() if isinstance(reply, Reply) else reply
+        line = self._outgoing(reply.line() if isinstance(reply, Reply) else reply)
         code = line[:1]
         if code in ("4", "5"):
             self.errors += 1
@@ -121,9 +120,16 @@ class Session:
                 await asyncio.sleep(self.svc.cfg.time("smtpd_error_sleep_time"))
         self.conn.reply(line)
 
+    def _outgoing(self, line: str) -> str:
+        """A reply as this server sends and logs it: with ``soft_bounce = yes`` every 5xx,
+        a restriction's or a protocol error's, goes out as 4xx (as Postfix's smtpd)."""
+        if line[:1] == "5" and self.svc.cfg.bool("soft_bounce"):
+            return soft_bounced_line(line)
+        return line
+
     def _reject_log(self, stage: str, reply: Reply, rcpt: str | None = None) -> None:
         qid = self.tx.queue_id if self.tx and self.tx.queue_id else "NOQUEUE"
-        parts = [f"{qid}: reject: {stage} from {self.ctx.client}: {reply.line()};"]
+        parts = [f"{qid}: reject: {stage} from {self.ctx.client}: {self._outgoing(reply.line())};"]
         if self.tx is not None:
             parts.append(f"from=<{self.tx.sender}>")
         if rcpt is not None:
@@ -511,32 +517,13 @@ class Session:
             return False
         self.ctx.recipient = rcpt
         self.ctx.state = "RCPT"
-        if rcpt.lower() == probe_sender(cfg).lower():
-            # Our own probe sender is accepted before any restriction, so that two
-            # verifying servers never cache each other's probes as undeliverable;
-            # nothing is kept for it: mail to it is discarded.
+        decision = await decide(self.ctx, svc)
+        if decision.verdict is not None:
+            return await self._refuse("RCPT", decision.verdict, rcpt)
+        stored = decision.keep
+        if stored is None:  # the probe sender: accepted, nothing kept (mail to it is discarded)
             await self.send("250 2.1.5 Ok")
             return True
-        stored = self._postmaster(rcpt)
-        if stored is None:
-            verdict = await evaluate(svc.rcpt_lists(), self.ctx, svc, EvalState())
-            discard = self.ctx.discard  # DISCARD accepts every recipient, known or not
-            if verdict is None and cfg.bool("smtpd_reject_unlisted_recipient") and not discard:
-                verdict = await unlisted_recipient(self.ctx, svc)
-            if verdict is None:
-                res = svc.resolve(rcpt)
-                if res.local and not res.routed and not discard:
-                    verdict_reply = Reply(
-                        550, "5.1.1",
-                        f"<{rcpt}>: Recipient address rejected: "
-                        "User unknown in local recipient table",
-                    )
-                    self._reject_log("RCPT", verdict_reply, rcpt)
-                    await self.send(verdict_reply)
-                    return False
-                stored = rcpt
-            else:
-                return await self._refuse("RCPT", verdict, rcpt)
         if tx.queue_id is None:
             tx.queue_id = new_id()
             self.ctx.queue_id = tx.queue_id
@@ -549,20 +536,6 @@ class Session:
         self.ctx.nrcpt = len(tx.recipients)
         await self.send("250 2.1.5 Ok")
         return True
-
-    def _postmaster(self, rcpt: str) -> str | None:
-        """Mail for postmaster of this host is accepted before any restriction."""
-        local, at, domain = rcpt.rpartition("@")
-        if not at:
-            local, domain = rcpt, ""
-        if local.lower() != "postmaster":
-            return None
-        if domain and not (
-            domain.lower() in (self.host.lower(), "localhost")
-            or self.svc.is_local_domain(domain)
-        ):
-            return None
-        return self.svc.cfg.str("postmaster_address")
 
     async def do_VRFY(self, arg: str) -> bool:
         cfg = self.svc.cfg

@@ -168,10 +168,11 @@ def rcpt(mx, sender: str, rcpt: str, source: str = "127.0.0.5",
     # 1: role accounts are accepted before anything else, even from a listed client
     (LISTED, "x@sender.example", "postmaster@nausch.org", None, "250 2.1.5 Ok"),
     (LISTED, "x@sender.example", "abuse@nausch.org", None, "250 2.1.5 Ok"),
-    # ... but backupmx's default relay list still refuses to relay for them (Postfix 2.x,
-    # without a relay list, would relay abuse@ anywhere)
+    # ... but backupmx's default relay list, evaluated first, still refuses to relay for
+    # them (Postfix 2.x, without a relay list, would relay abuse@ anywhere), permanently
+    # as the seed's own reject_unauth_destination would
     (LISTED, "x@sender.example", "abuse@foreign.example", None,
-     "454 4.7.1 <abuse@foreign.example>: Relay access denied"),
+     "554 5.7.1 <abuse@foreign.example>: Relay access denied"),
     # 2-5: the access maps
     (BLOCKED, "x@sender.example", "alice@nausch.org", None,
      f"554 5.7.1 <unknown[{BLOCKED}]>: Client host rejected: Access denied"),
@@ -188,8 +189,11 @@ def rcpt(mx, sender: str, rcpt: str, source: str = "127.0.0.5",
      "504 5.5.2 <bob>: Recipient address rejected: need fully-qualified address"),
     ("127.0.0.5", "x@nosuch.example", "alice@nausch.org", None,
      "450 4.1.8 <x@nosuch.example>: Sender address rejected: Domain not found"),
-    ("127.0.0.5", "x@sender.example", "x@nosuch.example", None,
+    ("127.0.0.1", "x@sender.example", "x@nosuch.example", None,
      "450 4.1.2 <x@nosuch.example>: Recipient address rejected: Domain not found"),
+    # ... but a foreign client asking to relay there is told so first
+    ("127.0.0.5", "x@sender.example", "x@nosuch.example", None,
+     "554 5.7.1 <x@nosuch.example>: Relay access denied"),
     # 11: mynetworks may relay
     ("127.0.0.1", "x@sender.example", "x@foreign.example", None, "250 2.1.5 Ok"),
     # 12-16: DNS lists
@@ -202,10 +206,12 @@ def rcpt(mx, sender: str, rcpt: str, source: str = "127.0.0.5",
     # 17: a whitelisted client skips the rest of the recipient list; the relay list remains
     (WHITELISTED, "x@sender.example", "alice@nausch.org", None, "250 2.1.5 Ok"),
     (WHITELISTED, "x@sender.example", "x@foreign.example", None,
-     "454 4.7.1 <x@foreign.example>: Relay access denied"),
-    # 22: relay attempts
+     "554 5.7.1 <x@foreign.example>: Relay access denied"),
+    # 22: relay attempts, refused before any recipient check (the relay list runs first)
     ("127.0.0.5", "x@sender.example", "x@foreign.example", None,
      "554 5.7.1 <x@foreign.example>: Relay access denied"),
+    ("127.0.0.5", "x@sender.example", "x@foreign", None,
+     "554 5.7.1 <x@foreign>: Relay access denied"),
 ])
 def test_each_restriction_of_the_seed_list(seed, source, sender, recipient, helo, reply):
     got = rcpt(seed, sender, recipient, source, helo or "client.example.net")

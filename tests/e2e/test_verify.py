@@ -249,14 +249,20 @@ def test_verify_command_text_and_json(mx, known):
     assert "/verify[" in res.stderr and "to=<alice@nausch.org>" in res.stderr
 
 
-def test_check_warns_about_the_seed_order(mx):
-    res = mx.cli("check")
-    assert res.returncode == 0, res.stderr
-    assert (
+def test_check_warns_about_the_seed_order_with_the_recipient_list_first(backupmx_factory, known):
+    warning = (
         "warning: smtpd_recipient_restrictions: reject_unverified_recipient comes before "
         "permit_mx_backup/reject_unauth_destination; Postfix would then probe the mail servers "
         "of any domain a client names, backupmx probes only destinations it relays to"
-    ) in res.stderr
+    )
+    # The relay list first (the default): it refuses foreign domains before any probe.
+    res = backupmx_factory(SEED, start=False).cli("check")
+    assert res.returncode == 0, res.stderr
+    assert warning not in res.stderr
+    res = backupmx_factory(SEED + "smtpd_relay_before_recipient_restrictions = no\n",
+                           start=False, name="recipient-first").cli("check")
+    assert res.returncode == 0, res.stderr
+    assert warning in res.stderr
 
 
 def test_negative_cache_off_still_refuses_but_stores_nothing(backupmx_factory, known):
@@ -342,3 +348,11 @@ def test_a_probe_after_a_reload_does_not_use_the_session_kept_from_before(mx, kn
               for s in known.sessions]
     assert probes == [(b"EHLO mx1.tachtler.net", [b"RCPT TO:<alice@nausch.org>"]),
                       (b"EHLO relay.tachtler.net", [b"RCPT TO:<bob@nausch.org>"])]
+
+
+def test_soft_bounce_sends_the_verification_refusal_as_4xx(backupmx_factory, known):
+    mx = backupmx_factory(SEED + "soft_bounce = yes\n")
+    out = send(mx, "s@sender.example", ["nobody@nausch.org"])
+    assert out.rcpt_line() == "477 4.1.1" + NOBODY_577.removeprefix("577 5.1.1")
+    mx.wait_log(r"NOQUEUE: reject: RCPT from client\.example\.net\[127\.0\.0\.5\]: 477 4\.1\.1 "
+                r"<nobody@nausch\.org>: Recipient address rejected: undeliverable address: ")

@@ -102,14 +102,6 @@ async def test_bad_reply_code_becomes_450_service_unavailable(tmp_path: Path) ->
         "450 4.7.1 Service unavailable")
 
 
-async def test_soft_bounce_makes_rejects_temporary(tmp_path: Path) -> None:
-    spec = table(tmp_path, "map", "bob@ REJECT\n")
-    svc = build(f"soft_bounce = yes\nsmtpd_recipient_restrictions = "
-                f"check_recipient_access hash:{spec}\n", tmp_path)
-    assert await rcpt(svc, ctx()) == (
-        "454 4.7.1 <bob@nausch.org>: Recipient address rejected: Access denied")
-
-
 async def test_421_disconnects(tmp_path: Path) -> None:
     spec = table(tmp_path, "map", "192.0.2.7 421 bye now\n")
     svc = build(f"smtpd_recipient_restrictions = check_client_access hash:{spec}\n", tmp_path)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
+import pytest
+
+from backupmx.log import log
 from backupmx.queue.store import SpoolError
 from backupmx.smtpd.conn import Conn, SessionExpired
 from tests.unit.smtpd.fake import FakeServer, FakeTransport, converse, final_replies
@@ -152,3 +156,32 @@ async def test_cr_is_not_split_from_its_lf_at_the_piece_limit():
     second = await conn.read_records(4, 1)
     assert first == [(b"abc", False, False)]
     assert second == [(b"", False, True)]
+
+
+async def test_soft_bounce_sends_every_5xx_as_4xx(monkeypatch: pytest.MonkeyPatch):
+    # A restriction's reject, the local unknown user and protocol errors alike (Postfix's
+    # smtpd changes the code where it writes any reply); the reject log says what was sent.
+    server = FakeServer("soft_bounce = yes\n")
+    buf = io.StringIO()
+    monkeypatch.setattr(log, "stderr", buf)
+    out = await converse(server, HELLO + b"MAIL FROM:<s@sender.example>\r\n"
+                         b"RCPT TO:<x@foreign.example>\r\nRCPT TO:<a@mx1.tachtler.net>\r\n"
+                         b"RCPT TO:<bad address>\r\nBDAT 10\r\nQUIT\r\n")
+    assert final_replies(out)[3:7] == [
+        "454 4.7.1 <x@foreign.example>: Relay access denied",
+        "450 4.1.1 <a@mx1.tachtler.net>: Recipient address rejected: User unknown in local "
+        "recipient table",
+        "401 4.1.3 Bad recipient address syntax",
+        "400 4.5.2 Error: command not recognized",
+    ]
+    assert "NOQUEUE: reject: RCPT from unknown[127.0.0.5]: 454 4.7.1 <x@foreign.example>: " \
+        "Relay access denied; from=<s@sender.example> to=<x@foreign.example>" in buf.getvalue()
+
+
+async def test_without_soft_bounce_the_5xx_stay():
+    out = await converse(FakeServer(""), HELLO + b"MAIL FROM:<s@sender.example>\r\n"
+                         b"RCPT TO:<x@foreign.example>\r\nBDAT 10\r\n")
+    assert final_replies(out)[3:5] == [
+        "554 5.7.1 <x@foreign.example>: Relay access denied",
+        "500 5.5.2 Error: command not recognized",
+    ]

@@ -1,0 +1,87 @@
+"""The RCPT TO decision, the one the SMTP server and ``backupmx explain`` both make.
+
+Postfix answers a recipient in this order: the address verification probe sender and
+postmaster of this host are accepted before any restriction; then the client, HELO,
+sender, relay and recipient lists run (restrictions/engine.py); then
+``smtpd_reject_unlisted_recipient``; and an address of this host that is not
+postmaster is unknown, as backupmx delivers nothing locally.  Keeping that order in
+one function is what lets ``explain`` print the reply the server would send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from backupmx.reply import Reply
+from backupmx.restrictions.engine import REJECT, Context, EvalState, Verdict, evaluate
+from backupmx.restrictions.verify import unlisted_recipient
+from backupmx.verify.probe import probe_sender
+
+if TYPE_CHECKING:
+    from backupmx.services import Services
+
+
+@dataclass(frozen=True)
+class RcptDecision:
+    """A refusal (``verdict``), or acceptance with the address to queue (``keep``).
+
+    ``keep`` is None for an accepted recipient that is not queued: the probe sender,
+    whose mail is thrown away.
+    """
+
+    verdict: Verdict | None
+    keep: str | None = None
+
+
+def postmaster(svc: Services, rcpt: str) -> str | None:
+    """Where mail for postmaster of this host goes; None for any other address."""
+    local, at, domain = rcpt.rpartition("@")
+    if not at:
+        local, domain = rcpt, ""
+    if local.lower() != "postmaster":
+        return None
+    if domain and not (
+        domain.lower() in (svc.cfg.str("myhostname").lower(), "localhost")
+        or svc.is_local_domain(domain)
+    ):
+        return None
+    return svc.cfg.str("postmaster_address")
+
+
+def _note(trace: list[str] | None, text: str) -> None:
+    if trace is not None:
+        trace.append(text)
+
+
+async def decide(ctx: Context, svc: Services, trace: list[str] | None = None) -> RcptDecision:
+    """Decide on ``ctx.recipient``; ``trace`` (explain) gets a line for every step."""
+    rcpt = ctx.recipient
+    assert rcpt is not None
+    if rcpt.lower() == probe_sender(svc.cfg).lower():
+        # Two verifying servers must never cache each other's probes as undeliverable.
+        _note(trace, "address_verify_sender: accepted before any restriction, not queued")
+        return RcptDecision(None)
+    stored = postmaster(svc, rcpt)
+    if stored is not None:
+        _note(trace, f"postmaster of this host: accepted before any restriction, for <{stored}>")
+        return RcptDecision(None, stored)
+    verdict = await evaluate(svc.rcpt_lists(), ctx, svc, EvalState(trace=trace))
+    if verdict is not None:
+        return RcptDecision(verdict)
+    if ctx.discard:  # DISCARD accepts every recipient, known or not
+        return RcptDecision(None, rcpt)
+    if svc.cfg.bool("smtpd_reject_unlisted_recipient"):
+        _note(trace, "smtpd_reject_unlisted_recipient: relay_recipient_maps")
+        verdict = await unlisted_recipient(ctx, svc)
+        _note(trace, f"    => {verdict.kind} ({verdict.reply})" if verdict else "    => dunno")
+        if verdict is not None:
+            return RcptDecision(verdict)
+    res = svc.resolve(rcpt)
+    if res.local and not res.routed:
+        _note(trace, "local recipient: backupmx delivers nothing on this host")
+        return RcptDecision(Verdict(REJECT, Reply(
+            550, "5.1.1",
+            f"<{rcpt}>: Recipient address rejected: User unknown in local recipient table",
+        )))
+    return RcptDecision(None, rcpt)
