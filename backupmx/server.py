@@ -20,7 +20,7 @@ import signal
 import time
 from types import SimpleNamespace
 
-from backupmx import admin, anvil, config, privileges, services
+from backupmx import __version__, admin, anvil, config, privileges, services
 from backupmx.log import log
 from backupmx.master import BindError, Supervisor, bind
 from backupmx.qmgr import Qmgr
@@ -98,7 +98,7 @@ class Server(SmtpdHost):
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        log.info("master", "daemon started -- version backupmx, configuration " + self.cfg_path)
+        log.info("master", f"daemon started -- version {__version__}, configuration {self.cfg_path}")
 
     def reload(self) -> None:
         task = asyncio.create_task(self._reload())

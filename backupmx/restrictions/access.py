@@ -18,7 +18,8 @@ from backupmx.envelope import Envelope, Recipient
 from backupmx.log import log
 from backupmx.maps import MapError, client_keys, helo_keys
 from backupmx.maps.access import Key, address_keys
-from backupmx.reply import Reply, printable, valid_dsn
+from backupmx.printable import printable
+from backupmx.reply import Reply, valid_dsn
 from backupmx.restrictions.engine import (
     CONFIG_ERROR,
     DUNNO,
@@ -89,7 +90,7 @@ def final_reply(svc: Services, code: int, dsn: str, text: str, kind: str) -> Rep
         return Reply(450, "4.7.1", "Service unavailable")
     if code >= 500 and svc.cfg.bool("soft_bounce"):
         code -= 100
-    return Reply(code, str(code)[0] + dsn[1:], printable(text))
+    return Reply(code, str(code)[0] + dsn[1:], printable(text, " "))
 
 
 def access_reply(
