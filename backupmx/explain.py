@@ -12,6 +12,7 @@ import ipaddress
 import sys
 
 from backupmx import addr
+from backupmx.cleanup.rewrite import canonical
 from backupmx.reply import Reply
 from backupmx.restrictions import dnsbl
 from backupmx.restrictions.addresses import unverified_name
@@ -28,7 +29,8 @@ def _address(text: str, what: str) -> str:
     if text.strip() in ("", "<>"):
         return ""
     try:
-        return addr.parse_path(text if text.startswith("<") else f"<{text}>").address
+        parsed = addr.parse_path(text if text.startswith("<") else f"<{text}>")
+        return canonical(parsed.address)
     except addr.AddressSyntaxError as e:
         raise ExplainError(f"bad {what} address {text!r}: {e}") from e
 
@@ -67,11 +69,13 @@ async def explain(
         f"recipient: <{ctx.recipient}>",
     ]
     trace: list[str] = []
+    st = EvalState(trace=trace)
     try:
-        verdict = await evaluate(svc.rcpt_lists(), ctx, svc, EvalState(trace=trace))
+        verdict = await evaluate(svc.rcpt_lists(), ctx, svc, st)
     finally:
         dnsbl.cancel(ctx)
     lines += trace
+    actions = st.actions
     reply: Reply
     if verdict is not None and verdict.reply is not None:
         reply = verdict.reply
@@ -79,19 +83,19 @@ async def explain(
             lines.append("(the server disconnects after this reply)")
     else:
         res = svc.resolve(ctx.recipient)
-        if ctx.discard:
+        if actions.discard:
             lines.append("(DISCARD: accepted, then the message is thrown away)")
-        if res.local and not res.routed and not ctx.discard:
+        if res.local and not res.routed and not actions.discard:
             reply = Reply(550, "5.1.1", f"<{ctx.recipient}>: Recipient address rejected: "
                           "User unknown in local recipient table")
         else:
             reply = Reply(250, "2.1.5", "Ok")
-    for flag, text in ((ctx.hold, "HOLD: the message would be held in the queue"),
-                       (bool(ctx.redirect), f"REDIRECT to {ctx.redirect}"),
-                       (bool(ctx.bcc), f"BCC to {', '.join(ctx.bcc)}")):
+    for flag, text in ((actions.hold, "HOLD: the message would be held in the queue"),
+                       (bool(actions.redirect), f"REDIRECT to {actions.redirect}"),
+                       (bool(actions.bcc), f"BCC to {', '.join(actions.bcc)}")):
         if flag:
             lines.append(f"({text})")
-    lines += [f"(PREPEND {header})" for header in ctx.prepend]
+    lines += [f"(PREPEND {header})" for header in actions.prepend]
     lines.append(f"final reply: {reply.line()}")
     return lines
 

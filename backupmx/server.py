@@ -98,7 +98,8 @@ class Server(SmtpdHost):
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        log.info("master", f"daemon started -- version {__version__}, configuration {self.cfg_path}")
+        log.info("master",
+                 f"daemon started -- version {__version__}, configuration {self.cfg_path}")
 
     def reload(self) -> None:
         task = asyncio.create_task(self._reload())
