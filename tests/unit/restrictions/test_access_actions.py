@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from backupmx.config import ConfigError
-from backupmx.envelope import Envelope, Recipient
-from backupmx.log import log
 from backupmx.cleanup.actions import MessageActions
+from backupmx.config import ConfigError
+from backupmx.log import log
 from backupmx.restrictions.access import (
     MAX_DEPTH,
     about,
@@ -236,13 +235,6 @@ async def test_trace_shows_each_key_and_value(tmp_path: Path) -> None:
         f"    hash:{spec} 'nausch.org': OK",
         "    => permit",
     ]
-
-
-def test_message_actions_apply_to_the_envelope() -> None:
-    env = Envelope(id="Q1", sender="", recipients=[Recipient("bob@nausch.org")], arrival=0.0)
-    MessageActions(hold=True, redirect="spam@tachtler.net", bcc=("copy@tachtler.net",)).apply(env)
-    assert env.hold is True
-    assert [r.address for r in env.recipients] == ["spam@tachtler.net", "copy@tachtler.net"]
 
 
 async def test_unknown_name_counts_only_when_evaluation_reaches_it(tmp_path: Path) -> None:

@@ -140,3 +140,15 @@ async def test_cr_is_not_split_from_its_lf_at_the_piece_limit():
     second = await conn.read_records(4, 1)
     assert first == [(b"abc", False, False)]
     assert second == [(b"", False, True)]
+
+
+async def test_addresses_are_stored_canonical_and_each_recipient_once():
+    server = FakeServer("")
+    out = await converse(server, HELLO + b"MAIL FROM:<s@sender.example.>\r\n"
+                         b"RCPT TO:<a@nausch.org.>\r\nRCPT TO:<@x.example:a@nausch.org>\r\n"
+                         b"RCPT TO:<b@nausch.org>\r\nDATA\r\nSubject: x\r\n\r\n.\r\nQUIT\r\n")
+    assert final_replies(out)[2:6] == ["250 2.1.0 Ok"] + ["250 2.1.5 Ok"] * 3
+    (env, _), = server.spool.committed
+    assert env.sender == "s@sender.example"
+    assert [(r.address, r.orcpt) for r in env.recipients] == [
+        ("a@nausch.org", "rfc822;a@nausch.org."), ("b@nausch.org", None)]
