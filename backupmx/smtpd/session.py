@@ -1,8 +1,9 @@
 """The SMTP server side: protocol, session state and replies; nothing about policy.
 
 Replies follow Postfix (spec/smtp-protocol-limits.md §3).  Policy decisions are
-delegated to the restriction engine; storing to the spool.  A message gets
-``250`` only after the spool reports it durable.
+delegated to the restriction engine; the complete message, with the actions the
+restrictions asked for, to cleanup.  A message gets ``250`` only after the spool
+reports it durable.
 """
 
 from __future__ import annotations
