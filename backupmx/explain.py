@@ -12,6 +12,7 @@ import ipaddress
 import sys
 
 from backupmx import addr
+from backupmx.cleanup.rewrite import canonical
 from backupmx.reply import Reply, soft_bounced
 from backupmx.restrictions import dnsbl
 from backupmx.restrictions.addresses import unverified_name
@@ -29,7 +30,8 @@ def _address(text: str, what: str) -> str:
     if text.strip() in ("", "<>"):
         return ""
     try:
-        return addr.parse_path(text if text.startswith("<") else f"<{text}>").address
+        parsed = addr.parse_path(text if text.startswith("<") else f"<{text}>")
+        return canonical(parsed.address)
     except addr.AddressSyntaxError as e:
         raise ExplainError(f"bad {what} address {text!r}: {e}") from e
 
@@ -75,18 +77,19 @@ async def explain(
     lines += trace
     verdict = decision.verdict
     reply = Reply(250, "2.1.5", "Ok")
+    actions = decision.actions
     if verdict is not None and verdict.reply is not None:
         reply = verdict.reply
         if verdict.disconnect:
             lines.append("(the server disconnects after this reply)")
-    elif ctx.discard:
+    elif actions.discard:
         lines.append("(DISCARD: accepted, then the message is thrown away)")
-    for flag, text in ((ctx.hold, "HOLD: the message would be held in the queue"),
-                       (bool(ctx.redirect), f"REDIRECT to {ctx.redirect}"),
-                       (bool(ctx.bcc), f"BCC to {', '.join(ctx.bcc)}")):
+    for flag, text in ((actions.hold, "HOLD: the message would be held in the queue"),
+                       (bool(actions.redirect), f"REDIRECT to {actions.redirect}"),
+                       (bool(actions.bcc), f"BCC to {', '.join(actions.bcc)}")):
         if flag:
             lines.append(f"({text})")
-    lines += [f"(PREPEND {header})" for header in ctx.prepend]
+    lines += [f"(PREPEND {header})" for header in actions.prepend]
     line = reply.line()
     if reply.permanent and svc.cfg.bool("soft_bounce"):
         lines.append("(soft_bounce = yes: the server sends this 5xx as 4xx)")

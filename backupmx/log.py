@@ -3,6 +3,8 @@
 Each line is ``TAG/COMPONENT[PID]: text``.  To stderr the line goes without a
 timestamp (journald adds one); to ``maillog_file`` with a syslog-style prefix
 ``Mon DD HH:MM:SS HOST``; to the local syslog socket when ``syslog_facility`` is set.
+Every line is made printable here (``?`` for a control character), whatever client
+data it carries, as Postfix does for its own log lines.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import syslog
 import threading
 import time
 from typing import BinaryIO, TextIO
+
+from backupmx.printable import printable
 
 _FACILITIES = {
     "mail": syslog.LOG_MAIL,
@@ -85,6 +89,7 @@ class Logger:
                 old.close()
 
     def emit(self, component: str, text: str, priority: int = syslog.LOG_INFO) -> None:
+        text = printable(text)  # no control character from a client reaches the log
         line = f"{self.tag}/{component}[{os.getpid()}]: {text}"
         with self._lock:
             if self.stderr is not None:

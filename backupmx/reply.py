@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from backupmx.printable import printable
+
 _DSN_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 MAX_REPLY = 510
 
@@ -33,7 +35,7 @@ class Reply:
     def line(self) -> str:
         """The reply as one line, without CRLF, cut to 510 characters as Postfix does."""
         s = f"{self.code} {self.dsn} {self.text}" if self.dsn else f"{self.code} {self.text}"
-        return printable(s)[:MAX_REPLY]
+        return printable(s, " ")[:MAX_REPLY]  # one printable line
 
     def __str__(self) -> str:
         return self.line()
@@ -56,11 +58,6 @@ def soft_bounced_line(line: str) -> str:
     dsn, _, rest = text.partition(" ")
     reply = Reply(int(code), dsn, rest) if valid_dsn(dsn) else Reply(int(code), "", text)
     return soft_bounced(reply).line()
-
-
-def printable(s: str) -> str:
-    """Replace control characters with spaces (replies must be one printable line)."""
-    return "".join(c if c >= " " and c != "\x7f" else " " for c in s)
 
 
 def valid_dsn(dsn: str) -> bool:

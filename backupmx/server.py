@@ -23,7 +23,7 @@ from collections.abc import Coroutine
 from types import SimpleNamespace
 from typing import Any
 
-from backupmx import admin, anvil, config, privileges, services
+from backupmx import __version__, admin, anvil, config, privileges, services
 from backupmx.log import log
 from backupmx.master import BindError, Supervisor, bind
 from backupmx.qmgr import Qmgr
@@ -103,7 +103,8 @@ class Server(SmtpdHost):
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_log_all)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        log.info("master", "daemon started -- version backupmx, configuration " + self.cfg_path)
+        log.info("master",
+                 f"daemon started -- version {__version__}, configuration {self.cfg_path}")
 
     def reload(self) -> None:
         self._in_turn(self._reload())

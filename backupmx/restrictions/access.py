@@ -10,15 +10,14 @@ restriction list found in a value runs under that same class.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from backupmx.config import split_list
-from backupmx.envelope import Envelope, Recipient
 from backupmx.log import log
 from backupmx.maps import MapError, client_keys, helo_keys
 from backupmx.maps.access import Key, address_keys
-from backupmx.reply import Reply, printable, valid_dsn
+from backupmx.printable import printable
+from backupmx.reply import Reply, valid_dsn
 from backupmx.restrictions.engine import (
     CONFIG_ERROR,
     DUNNO,
@@ -88,7 +87,7 @@ def final_reply(code: int, dsn: str, text: str, kind: str) -> Reply:
     if not 400 <= code <= 599:
         log.warning("smtpd", f"reply code {code} is not 4XX or 5XX; sending 450 instead")
         return Reply(450, "4.7.1", "Service unavailable")
-    return Reply(code, str(code)[0] + dsn[1:], printable(text))
+    return Reply(code, str(code)[0] + dsn[1:], printable(text, " "))
 
 
 def access_reply(ctx: Context, kind: str, code: int, dsn: str, text: str) -> Reply:
@@ -176,19 +175,19 @@ async def _message_action(
 ) -> Verdict:
     """The actions that change what happens to the message, else a restriction list."""
     if upper == "HOLD":
-        if not ctx.hold:  # once per message, though the lists run again for each RCPT
+        if not st.actions.hold:  # once per message, though the lists run again for each RCPT
             action_log(ctx, "hold", about(ctx, kind, text or "triggers HOLD action"))
-        ctx.hold = True
+        st.actions = st.actions.held()
         return DUNNO_V
     if upper == "DISCARD":
         action_log(ctx, "discard", about(ctx, kind, text or "triggers DISCARD action"))
-        ctx.discard = True
+        st.actions = st.actions.discarded()
         return PERMIT_V
     if upper == "PREPEND":
         if ctx.state == "END-OF-MESSAGE" or not _HEADER.match(text):
             log.warning("smtpd", f"{origin}: ignoring PREPEND {text!r}: expected name: value")
         else:
-            ctx.prepend.append(text)
+            st.actions = st.actions.prepended(text)
         return DUNNO_V
     if upper in ("REDIRECT", "BCC"):
         if not _ADDRESS.match(text):
@@ -196,9 +195,9 @@ async def _message_action(
             return Verdict(REJECT, CONFIG_ERROR)
         action_log(ctx, upper.lower(), about(ctx, kind, f"triggers {upper} {text}"))
         if upper == "REDIRECT":
-            ctx.redirect = text  # the last REDIRECT wins, as in Postfix
-        elif text not in ctx.bcc:
-            ctx.bcc.append(text)
+            st.actions = st.actions.redirected(text)  # the last REDIRECT wins, as in Postfix
+        else:
+            st.actions = st.actions.copied(text)
         return DUNNO_V
     if upper == "FILTER":
         log.error("smtpd", f"{origin}: FILTER {text}: content filters are not supported by"
@@ -247,29 +246,6 @@ def _compile_prefix(origin: str, items: list[str], kind: str) -> tuple[RList, st
         except RestrictionSyntaxError:
             continue
     return compile_list(origin, [], kind), error
-
-
-@dataclass(frozen=True)
-class MessageActions:
-    """HOLD, DISCARD, REDIRECT and BCC of a transaction, taken before the session resets."""
-
-    hold: bool = False
-    discard: bool = False
-    redirect: str | None = None
-    bcc: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, ctx: Context) -> MessageActions:
-        return cls(ctx.hold, ctx.discard, ctx.redirect, tuple(ctx.bcc))
-
-    def apply(self, env: Envelope) -> None:
-        """Hold the message, send it only to the REDIRECT address, add the BCC recipients."""
-        env.hold = env.hold or self.hold
-        if self.redirect is not None:
-            env.recipients = [Recipient(self.redirect)]
-        for address in self.bcc:
-            if all(r.address != address for r in env.recipients):
-                env.recipients.append(Recipient(address))
 
 
 class LookupFailed(Exception):
@@ -373,7 +349,7 @@ async def check_recipient_access(
     if ctx.recipient is None:
         return DUNNO_V
     v = await check_map(ctx, svc, st, arg, _address_keys(svc, ctx.recipient), "recipient")
-    if v.kind == PERMIT and not ctx.discard and svc.resolve(ctx.recipient).routed \
+    if v.kind == PERMIT and not st.actions.discard and svc.resolve(ctx.recipient).routed \
             and not svc.cfg.bool("allow_untrusted_routing"):
         # Sender-routed recipients must not become relayable through a map's OK.
         return Verdict(DUNNO)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from backupmx.cleanup.actions import NO_ACTIONS, MessageActions
 from backupmx.log import log
 from backupmx.reply import Reply, make_reply
 
@@ -61,13 +62,6 @@ class Context:
     state: str = "RCPT"  # the SMTP command being answered (protocol_state)
     instance: str = ""  # per-transaction id, the same for all requests of one message
     size: int = 0  # SIZE= of MAIL FROM, 0 if none
-    # Headers (``Name: value``) that PREPEND actions add above our Received: header.
-    prepend: list[str] = field(default_factory=list)
-    # What other access actions ask of the message (HOLD, DISCARD, REDIRECT, BCC).
-    hold: bool = False
-    discard: bool = False
-    redirect: str | None = None
-    bcc: list[str] = field(default_factory=list)
     # DNS list answers started when the client connected, by query name (restrictions/dnsbl.py)
     dnsbl: dict[str, Any] = field(default_factory=dict)
 
@@ -89,7 +83,12 @@ PERMIT_V = Verdict(PERMIT)
 
 @dataclass
 class EvalState:
-    """Per-RCPT state: the first defer-if-permit / defer-if-reject reasons, warn flag."""
+    """Per-RCPT state: the first defer-if-permit / defer-if-reject reasons, warn flag.
+
+    ``actions`` starts as what the transaction's earlier evaluations asked of the
+    message and gains what this one asks (HOLD, DISCARD, ...); the caller keeps it
+    for cleanup.
+    """
 
     defer_if_permit: Reply | None = None
     defer_if_reject: Reply | None = None
@@ -97,6 +96,7 @@ class EvalState:
     trace: list[str] | None = None  # filled by `explain`
     warning: bool = False  # the running step follows warn_if_reject
     depth: int = 0  # nesting of restriction lists found in access-map values
+    actions: MessageActions = NO_ACTIONS
 
     def set_defer_if_permit(self, reply: Reply) -> None:
         if self.defer_if_permit is None:
@@ -293,7 +293,7 @@ async def evaluate(
     st = st or EvalState()
     prev_kind = None
     for kind, rlist in lists:
-        if ctx.discard:
+        if st.actions.discard:
             return None  # DISCARD accepts at once; later restrictions are skipped
         if not (prev_kind == "relay" and kind == "recipient") and not (
             prev_kind == "recipient" and kind == "relay"

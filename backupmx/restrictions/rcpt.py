@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from backupmx.cleanup.actions import MessageActions
 from backupmx.reply import Reply
 from backupmx.restrictions.engine import REJECT, Context, EvalState, Verdict, evaluate
 from backupmx.restrictions.verify import unlisted_recipient
@@ -21,17 +22,21 @@ from backupmx.verify.probe import probe_sender
 if TYPE_CHECKING:
     from backupmx.services import Services
 
+NO_ACTIONS = MessageActions()
+
 
 @dataclass(frozen=True)
 class RcptDecision:
     """A refusal (``verdict``), or acceptance with the address to queue (``keep``).
 
     ``keep`` is None for an accepted recipient that is not queued: the probe sender,
-    whose mail is thrown away.
+    whose mail is thrown away.  ``actions`` are the transaction's access actions
+    (HOLD, DISCARD, ...) after this recipient's restrictions, for cleanup.
     """
 
     verdict: Verdict | None
     keep: str | None = None
+    actions: MessageActions = NO_ACTIONS
 
 
 def postmaster(svc: Services, rcpt: str) -> str | None:
@@ -54,34 +59,42 @@ def _note(trace: list[str] | None, text: str) -> None:
         trace.append(text)
 
 
-async def decide(ctx: Context, svc: Services, trace: list[str] | None = None) -> RcptDecision:
-    """Decide on ``ctx.recipient``; ``trace`` (explain) gets a line for every step."""
+async def decide(
+    ctx: Context, svc: Services, trace: list[str] | None = None,
+    actions: MessageActions = NO_ACTIONS,
+) -> RcptDecision:
+    """Decide on ``ctx.recipient``; ``trace`` (explain) gets a line for every step.
+
+    ``actions`` are the transaction's access actions so far; the decision carries them on.
+    """
     rcpt = ctx.recipient
     assert rcpt is not None
     if rcpt.lower() == probe_sender(svc.cfg).lower():
         # Two verifying servers must never cache each other's probes as undeliverable.
         _note(trace, "address_verify_sender: accepted before any restriction, not queued")
-        return RcptDecision(None)
+        return RcptDecision(None, actions=actions)
     stored = postmaster(svc, rcpt)
     if stored is not None:
         _note(trace, f"postmaster of this host: accepted before any restriction, for <{stored}>")
-        return RcptDecision(None, stored)
-    verdict = await evaluate(svc.rcpt_lists(), ctx, svc, EvalState(trace=trace))
+        return RcptDecision(None, stored, actions)
+    st = EvalState(trace=trace, actions=actions)
+    verdict = await evaluate(svc.rcpt_lists(), ctx, svc, st)
+    actions = st.actions
     if verdict is not None:
-        return RcptDecision(verdict)
-    if ctx.discard:  # DISCARD accepts every recipient, known or not
-        return RcptDecision(None, rcpt)
+        return RcptDecision(verdict, actions=actions)
+    if actions.discard:  # DISCARD accepts every recipient, known or not
+        return RcptDecision(None, rcpt, actions)
     if svc.cfg.bool("smtpd_reject_unlisted_recipient"):
         _note(trace, "smtpd_reject_unlisted_recipient: relay_recipient_maps")
         verdict = await unlisted_recipient(ctx, svc)
         _note(trace, f"    => {verdict.kind} ({verdict.reply})" if verdict else "    => dunno")
         if verdict is not None:
-            return RcptDecision(verdict)
+            return RcptDecision(verdict, actions=actions)
     res = svc.resolve(rcpt)
     if res.local and not res.routed:
         _note(trace, "local recipient: backupmx delivers nothing on this host")
         return RcptDecision(Verdict(REJECT, Reply(
             550, "5.1.1",
             f"<{rcpt}>: Recipient address rejected: User unknown in local recipient table",
-        )))
-    return RcptDecision(None, rcpt)
+        )), actions=actions)
+    return RcptDecision(None, rcpt, actions)

@@ -1,8 +1,9 @@
 """The SMTP server side: protocol, session state and replies; nothing about policy.
 
 Replies follow Postfix (spec/smtp-protocol-limits.md §3).  Policy decisions are
-delegated to the restriction engine; storing to the spool.  A message gets
-``250`` only after the spool reports it durable.
+delegated to the restriction engine; the complete message, with the actions the
+restrictions asked for, to cleanup.  A message gets ``250`` only after the spool
+reports it durable.
 """
 
 from __future__ import annotations
@@ -10,22 +11,24 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from backupmx import addr, cleanup, tls
-from backupmx.envelope import Envelope, Recipient
+from backupmx import addr, tls
+from backupmx.cleanup.actions import NO_ACTIONS, MessageActions
+from backupmx.cleanup.headers import Arrival
+from backupmx.cleanup.message import DISCARDED, QUEUED, REFUSED, Cleanup, Message
+from backupmx.cleanup.rewrite import canonical
+from backupmx.envelope import Recipient
 from backupmx.log import log
 from backupmx.policy.request import new_instance
 from backupmx.queue.ids import new_id
-from backupmx.queue.store import SpoolError
 from backupmx.reply import Reply, soft_bounced_line
 from backupmx.restrictions import dnsbl
-from backupmx.restrictions.access import MessageActions
 from backupmx.restrictions.addresses import unverified_name
 from backupmx.restrictions.engine import Context, EvalState, Verdict, evaluate
 from backupmx.restrictions.rcpt import decide
+from backupmx.smtp import wire
 from backupmx.smtpd.conn import Closed, Conn, Interrupted, SessionExpired
 
 if TYPE_CHECKING:
@@ -55,9 +58,10 @@ class Transaction:
     smtputf8: bool = False
     ret: str | None = None
     envid: str | None = None
-    recipients: list[Recipient] = field(default_factory=list)
+    recipients: list[Recipient] = field(default_factory=list)  # accepted, duplicates too
     queue_id: str | None = None
     rcpt_count: int = 0  # RCPT commands seen, accepted or not
+    actions: MessageActions = NO_ACTIONS  # what the restrictions asked of the message
 
 
 def ceiling_reply(session: Session, ceiling: int) -> str:
@@ -312,10 +316,6 @@ class Session:
         self.ctx.queue_id = None
         self.ctx.instance = ""
         self.ctx.size = 0
-        self.ctx.prepend = []
-        self.ctx.hold = self.ctx.discard = False
-        self.ctx.redirect = None
-        self.ctx.bcc = []
 
     async def do_RSET(self, arg: str) -> bool:
         if arg:
@@ -415,10 +415,11 @@ class Session:
         except addr.AddressSyntaxError:
             await self.send("501 5.1.7 Bad sender address syntax")
             return False
-        if parsed.address and not addr.domain_ok(parsed.address):
+        sender = canonical(parsed.address)  # as cleanup stores it, before anything sees it
+        if sender and not addr.domain_ok(sender):
             await self.send("501 5.1.7 Bad sender address syntax")
             return False
-        tx = Transaction(sender=parsed.address)
+        tx = Transaction(sender=sender)
         esmtp = self.ctx.protocol == "ESMTP"
         for p in parsed.params:
             key, _, val = p.partition("=")
@@ -452,8 +453,8 @@ class Session:
             else:
                 await self.send(f"555 5.5.4 Unsupported option: {p}")
                 return False
-        if not tx.smtputf8 and not parsed.address.isascii() and "@" in parsed.address:
-            domain = parsed.address.rpartition("@")[2]
+        if not tx.smtputf8 and not sender.isascii() and "@" in sender:
+            domain = sender.rpartition("@")[2]
             if not domain.isascii():
                 await self.send("501 5.1.7 Bad sender address syntax")
                 return False
@@ -483,7 +484,7 @@ class Session:
         except addr.AddressSyntaxError:
             await self.send("501 5.1.3 Bad recipient address syntax")
             return False
-        rcpt = parsed.address
+        rcpt = canonical(parsed.address)  # as cleanup stores it, before anything sees it
         if not rcpt or not addr.domain_ok(rcpt):
             await self.send("501 5.1.3 Bad recipient address syntax")
             return False
@@ -517,7 +518,8 @@ class Session:
             return False
         self.ctx.recipient = rcpt
         self.ctx.state = "RCPT"
-        decision = await decide(self.ctx, svc)
+        decision = await decide(self.ctx, svc, actions=tx.actions)
+        tx.actions = decision.actions
         if decision.verdict is not None:
             return await self._refuse("RCPT", decision.verdict, rcpt)
         stored = decision.keep
@@ -528,11 +530,9 @@ class Session:
             tx.queue_id = new_id()
             self.ctx.queue_id = tx.queue_id
             log.info("smtpd", f"{tx.queue_id}: client={self.ctx.client}")
-        if all(r.address != stored for r in tx.recipients):  # cleanup drops duplicates
-            tx.recipients.append(
-                Recipient(stored, orcpt=orcpt or (f"rfc822;{rcpt}" if stored != rcpt else None),
-                          notify=notify)
-            )
+        sent = parsed.address  # a rewritten address keeps the original as its ORCPT
+        orcpt = orcpt or (f"rfc822;{wire.xtext(sent)}" if stored != sent else None)
+        tx.recipients.append(Recipient(stored, orcpt=orcpt, notify=notify))  # cleanup dedups
         self.ctx.nrcpt = len(tx.recipients)
         await self.send("250 2.1.5 Ok")
         return True
@@ -552,15 +552,16 @@ class Session:
         except addr.AddressSyntaxError:
             await self.send("501 5.1.3 Bad recipient address syntax")
             return False
-        if not parsed.address or not addr.domain_ok(parsed.address):
+        address = canonical(parsed.address)
+        if not address or not addr.domain_ok(address):
             await self.send("501 5.1.3 Bad recipient address syntax")
             return False
-        self.ctx.recipient = parsed.address
+        self.ctx.recipient = address
         self.ctx.state = "VRFY"
         verdict = await evaluate(self.svc.rcpt_lists(), self.ctx, self.svc, EvalState())
         if verdict is not None and verdict.reply is not None:
-            return await self._refuse("VRFY", verdict, parsed.address)
-        await self.send(f"252 2.0.0 <{parsed.address}>")
+            return await self._refuse("VRFY", verdict, address)
+        await self.send(f"252 2.0.0 <{address}>")
         return True
 
     async def do_ETRN(self, arg: str) -> bool:
@@ -608,7 +609,9 @@ class Session:
             return False
         self.ctx.recipient = tx.recipients[0].address if len(tx.recipients) == 1 else None
         self.ctx.state = "DATA"
-        verdict = await evaluate([("data", svc.lists["data"])], self.ctx, svc, EvalState())
+        st = EvalState(actions=tx.actions)
+        verdict = await evaluate([("data", svc.lists["data"])], self.ctx, svc, st)
+        tx.actions = st.actions
         if verdict is not None and verdict.reply is not None:
             return await self._refuse("DATA", verdict)
         self.conn.reply("354 End data with <CR><LF>.<CR><LF>")
@@ -617,10 +620,7 @@ class Session:
             content, problem = await self._read_data(cfg)
         finally:
             self.in_data = False
-        assert tx.queue_id is not None
-        qid = tx.queue_id
-        prepend = "".join(f"{h}\r\n" for h in self.ctx.prepend)
-        actions = MessageActions.of(self.ctx)
+        message = self._message(tx)
         self._reset()
         if problem:
             self._reject_log("END-OF-MESSAGE", problem)
@@ -628,56 +628,29 @@ class Session:
             if problem.code == 521:
                 raise Disconnect()
             return False
-        arrival = cleanup.Arrival(
+        outcome = await Cleanup(self.server.spool, self.server.qmgr).enqueue(
+            message, content, self.host, cfg.int("hopcount_limit"))
+        if outcome.kind == REFUSED:
+            self._reject_log("END-OF-MESSAGE", outcome.reply)
+        elif outcome.kind == QUEUED:
+            self.errors = 0
+        await self.send(outcome.reply)
+        return outcome.kind in (QUEUED, DISCARDED)
+
+    def _message(self, tx: Transaction) -> Message:
+        """The transaction as cleanup takes it."""
+        assert tx.queue_id is not None
+        arrival = Arrival(
             helo=self.ctx.helo,
             client_name=self.ctx.client_name,
             client_ip=self.ctx.client_ip,
             protocol=self._protocol_name(tx),
-            queue_id=qid,
-            recipients=[r.address for r in tx.recipients],
             tls=f"(using {self.tls_info})" if self.tls_info else None,
         )
-        content = prepend.encode() + cleanup.received_header(arrival, self.host) + content
-        if cleanup.count_received(content) >= cfg.int("hopcount_limit"):
-            reply = Reply(554, "5.4.0", "Error: too many hops")
-            self._reject_log("END-OF-MESSAGE", reply)
-            await self.send(reply)
-            return False
-        if actions.discard:
-            log.info("cleanup", f"{qid}: discarded (DISCARD action); not queued")
-            await self.send(f"250 2.0.0 Ok: queued as {qid}")
-            return True
-        env = Envelope(
-            id=qid,
-            sender=tx.sender,
-            recipients=tx.recipients,
-            arrival=time.time(),
-            size=len(content),
-            body=tx.body,
-            smtputf8=tx.smtputf8,
-            ret=tx.ret,
-            envid=tx.envid,
-            client=self.ctx.client,
+        return Message(
+            queue_id=tx.queue_id, sender=tx.sender, recipients=tx.recipients, arrival=arrival,
+            actions=tx.actions, body=tx.body, smtputf8=tx.smtputf8, ret=tx.ret, envid=tx.envid,
         )
-        actions.apply(env)
-        try:
-            stored = await self.server.spool.commit(env, content)
-        except SpoolError as e:
-            log.warning("cleanup", f"{qid}: queue file write error: {e}")
-            if e.disk_full:
-                await self.send("452 4.3.1 Insufficient system storage")
-            else:
-                await self.send("451 4.3.0 Error: queue file write error")
-            return False
-        log.info(
-            "qmgr",
-            f"{qid}: from=<{env.sender}>, size={env.size}, nrcpt={len(env.recipients)} "
-            "(queue active)",
-        )
-        self.server.qmgr.submit(env, stored)
-        self.errors = 0
-        await self.send(f"250 2.0.0 Ok: queued as {qid}")
-        return True
 
     def _protocol_name(self, tx: Transaction) -> str:
         """SMTP, ESMTP or UTF8SMTP, with an S appended for a TLS session (RFC 3848)."""

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Protocol
 
+from backupmx.printable import printable
 from backupmx.redisstore import is_redis, parse_url
 from backupmx.verify.decide import Entry
 from backupmx.verify.redis_cache import RedisRecords
@@ -55,10 +56,6 @@ def map_path(spec: str) -> str | None:
     if not path:
         raise ValueError(f"address_verify_map: {spec!r}: the path is missing")
     return path
-
-
-def _printable(text: str) -> str:
-    return "".join(c if " " <= c < "\x7f" or c > "\xa0" else "?" for c in text)
 
 
 class Records(Protocol):
@@ -190,7 +187,7 @@ class Store:
         return entry
 
     def put(self, address: str, entry: Entry) -> None:
-        entry = Entry(entry.status, entry.probed, entry.updated, _printable(entry.text))
+        entry = Entry(entry.status, entry.probed, entry.updated, printable(entry.text))
         records = self._conn()
         records.put(address, entry)
         self._remember(records, address, entry)

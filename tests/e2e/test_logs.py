@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.e2e.util import message, send
+from tests.e2e.util import Raw, message, send
 
 SEED = """
 smtpd_recipient_restrictions =
@@ -58,3 +58,33 @@ def test_fail2ban_filter_finds_the_relay_abuser(backupmx_factory, primary, tmp_p
     m = re.search(r"Failregex: (\d+) total", res.stdout)
     assert m and int(m.group(1)) == 3, res.stdout
     assert "127.0.0.5" in res.stdout
+
+
+def test_start_line_names_the_version(backupmx_factory):
+    mx = backupmx_factory(SEED)
+    version = mx.cli("--version").stdout.split()[-1]  # "backupmx 1.2.3"
+    mx.wait_log(r"backupmx/master\[\d+\]: daemon started -- version " + re.escape(version)
+                + r", configuration " + re.escape(str(mx.config_file)) + "$")
+
+
+def test_client_control_characters_never_reach_the_maillog(backupmx_factory):
+    mx = backupmx_factory(SEED)
+    c = Raw(mx)
+    assert c.reply().startswith("220 ")
+    assert c.cmd(b"HELO evil\x00\x1b[2J.example\r\n") == "250 mx1.tachtler.net"
+    assert c.cmd(b'MAIL FROM:<"x\x1b]0;owned\x07"@sender.example>\r\n') == "250 2.1.0 Ok"
+    assert c.cmd("RCPT TO:<victim@foreign.example>") == (
+        "554 5.7.1 <victim@foreign.example>: Relay access denied")
+    assert c.cmd("QUIT") == "221 2.0.0 Bye"
+    c.close()
+    bad = Raw(mx)
+    assert bad.reply().startswith("220 ")
+    assert bad.cmd(b"\x1b[31m\x00BAD\r\n") == "221 2.7.0 Error: I can break rules, too. Goodbye."
+    bad.close()
+    mx.wait_log(r"non-SMTP command from client\.example\.net\[127\.0\.0\.5\]: \?\[31m\?BAD$")
+    mx.wait_log(r"reject: RCPT from client\.example\.net\[127\.0\.0\.5\]: 554 5\.7\.1 "
+                r"<victim@foreign\.example>: Relay access denied; "
+                r"from=<x\?\]0;owned\?@sender\.example> to=<victim@foreign\.example> "
+                r"proto=SMTP helo=<evil\?\?\[2J\.example>$")
+    raw = mx.log_file.read_bytes()
+    assert re.findall(rb"[\x00-\x09\x0b-\x1f\x7f]", raw) == []

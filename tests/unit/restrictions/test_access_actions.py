@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from backupmx.cleanup.actions import MessageActions
 from backupmx.config import ConfigError
-from backupmx.envelope import Envelope, Recipient
 from backupmx.log import log
 from backupmx.restrictions.access import (
     MAX_DEPTH,
-    MessageActions,
     about,
     action_log,
     interpret_action,
@@ -129,20 +128,21 @@ async def test_hold_prepend_redirect_bcc_are_recorded(tmp_path: Path) -> None:
     e = table(tmp_path, "e", "bob@ PREPEND not a header\n")
     svc = build("smtpd_recipient_restrictions = " + " ".join(
         f"check_recipient_access hash:{x}" for x in (a, b, c, d, e)) + "\n", tmp_path)
-    c_ = ctx()
-    assert await rcpt(svc, c_) == "250 ok"
-    assert (c_.hold, c_.prepend, c_.redirect, c_.bcc) == (
-        True, ["X-Test: yes"], "spam@tachtler.net", ["copy@tachtler.net"])
+    st = EvalState()
+    assert await rcpt(svc, ctx(), st) == "250 ok"
+    assert st.actions == MessageActions(
+        hold=True, prepend=("X-Test: yes",), redirect="spam@tachtler.net",
+        bcc=("copy@tachtler.net",))
 
 
 async def test_discard_permits_and_skips_later_lists(tmp_path: Path) -> None:
     spec = table(tmp_path, "map", "192.0.2.7 DISCARD\n")
     svc = build(f"smtpd_client_restrictions = check_client_access hash:{spec}\n"
                 "smtpd_recipient_restrictions = reject\n", tmp_path)
-    c = ctx()
+    st = EvalState()
     lists = [("client", svc.lists["client"]), ("recipient", svc.lists["recipient"])]
-    assert await evaluate(lists, c, svc, EvalState()) is None
-    assert c.discard is True
+    assert await evaluate(lists, ctx(), svc, st) is None
+    assert st.actions.discard is True
 
 
 async def test_filter_is_a_configuration_error(tmp_path: Path) -> None:
@@ -227,13 +227,6 @@ async def test_trace_shows_each_key_and_value(tmp_path: Path) -> None:
         f"    hash:{spec} 'nausch.org': OK",
         "    => permit",
     ]
-
-
-def test_message_actions_apply_to_the_envelope() -> None:
-    env = Envelope(id="Q1", sender="", recipients=[Recipient("bob@nausch.org")], arrival=0.0)
-    MessageActions(hold=True, redirect="spam@tachtler.net", bcc=("copy@tachtler.net",)).apply(env)
-    assert env.hold is True
-    assert [r.address for r in env.recipients] == ["spam@tachtler.net", "copy@tachtler.net"]
 
 
 async def test_unknown_name_counts_only_when_evaluation_reaches_it(tmp_path: Path) -> None:

@@ -185,3 +185,15 @@ async def test_without_soft_bounce_the_5xx_stay():
         "554 5.7.1 <x@foreign.example>: Relay access denied",
         "500 5.5.2 Error: command not recognized",
     ]
+
+
+async def test_addresses_are_stored_canonical_and_each_recipient_once():
+    server = FakeServer("")
+    out = await converse(server, HELLO + b"MAIL FROM:<s@sender.example.>\r\n"
+                         b"RCPT TO:<a@nausch.org.>\r\nRCPT TO:<@x.example:a@nausch.org>\r\n"
+                         b"RCPT TO:<b@nausch.org>\r\nDATA\r\nSubject: x\r\n\r\n.\r\nQUIT\r\n")
+    assert final_replies(out)[2:6] == ["250 2.1.0 Ok"] + ["250 2.1.5 Ok"] * 3
+    (env, _), = server.spool.committed
+    assert env.sender == "s@sender.example"
+    assert [(r.address, r.orcpt) for r in env.recipients] == [
+        ("a@nausch.org", "rfc822;a@nausch.org."), ("b@nausch.org", None)]

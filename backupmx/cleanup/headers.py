@@ -1,4 +1,4 @@
-"""Turn an accepted transaction into queue content: Received header, hop count."""
+"""The headers cleanup adds and reads: our Received: line, the hop count."""
 
 from __future__ import annotations
 
@@ -12,13 +12,17 @@ _RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Arrival:
+    """Who handed the message in, and how: what the Received: line says."""
+
     helo: str | None
     client_name: str
     client_ip: str
     protocol: str  # SMTP, ESMTP, ESMTPS, UTF8SMTP ...
-    queue_id: str
-    recipients: list[str]
     tls: str | None = None  # e.g. "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)"
+
+    @property
+    def client(self) -> str:
+        return f"{self.client_name}[{self.client_ip}]"
 
 
 def count_received(content: bytes) -> int:
@@ -44,18 +48,20 @@ def _date(now: float) -> str:
     return _last_date[1]
 
 
-def received_header(a: Arrival, myhostname: str, now: float | None = None) -> bytes:
-    """Our Received: line (RFC 5321 4.4) in Postfix's layout."""
+def received_header(
+    a: Arrival, queue_id: str, recipients: list[str], myhostname: str, now: float | None = None
+) -> bytes:
+    """Our Received: line (RFC 5321 4.4) in Postfix's layout; ``for <r>`` for one recipient."""
     ip = f"IPv6:{a.client_ip}" if ":" in a.client_ip else a.client_ip
     first = a.helo if a.helo else a.client_name
     date = _date(now if now is not None else time.time())
     lines = [f"Received: from {first} ({a.client_name} [{ip}])"]
     if a.tls:
         lines.append(f"\t{a.tls}")
-    by = f"\tby {myhostname} (backupmx) with {a.protocol} id {a.queue_id}"
-    if len(a.recipients) == 1:
+    by = f"\tby {myhostname} (backupmx) with {a.protocol} id {queue_id}"
+    if len(recipients) == 1:
         lines.append(by)
-        lines.append(f"\tfor <{a.recipients[0]}>; {date}")
+        lines.append(f"\tfor <{recipients[0]}>; {date}")
     else:
         lines.append(by + ";")
         lines.append(f"\t{date}")
