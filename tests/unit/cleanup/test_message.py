@@ -124,7 +124,7 @@ async def test_hop_count_counts_our_received_line_too() -> None:
 
 
 async def test_a_spool_failure_is_a_4xx_and_nothing_is_announced() -> None:
-    full = FakeSpool(error=SpoolError("database or disk is full"))
+    full = FakeSpool(error=SpoolError("database or disk is full", disk_full=True))
     outcome, _, queue = await run(msg("bob@nausch.org"), spool=full)
     assert (outcome.kind, outcome.reply.line()) == (
         FAILED, "452 4.3.1 Insufficient system storage")
