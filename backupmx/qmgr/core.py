@@ -69,9 +69,12 @@ def backoff(now: float, arrival: float, minimal: float, maximal: float) -> float
     return min(max(now - arrival, minimal), maximal)
 
 
-def due(env: Envelope, now: float) -> float:
-    """When the message is next due: its earliest recipient, or now."""
+def due(env: Envelope, now: float, notice_due: float | None = None) -> float:
+    """When the message is next due: its earliest recipient or the retry of a notice
+    that could not be stored (``notice_due``), else now."""
     times = [r.next_attempt for r in env.open_recipients if r.next_attempt is not None]
+    if notice_due is not None:
+        times.append(notice_due)
     return min(times) if times else now
 
 

@@ -16,6 +16,7 @@ import itertools
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from backupmx.envelope import Envelope, Recipient
 from backupmx.log import log
@@ -31,6 +32,14 @@ _GONE_KEPT = 10_000  # finished IDs remembered (about 1 MB)
 SCHEDULE_BATCH = 500
 #: the program name of a result's log line, as Postfix's daemons would log it
 _AGENT = {Stage.TRANSPORT: "error", Stage.SUSPENDED: "retry"}
+
+
+@dataclass
+class Unsent:
+    """A non-delivery notice that could not be stored yet."""
+
+    failures: list[tuple[Recipient, Outcome]]
+    retry: float
 
 
 class Qmgr:
@@ -64,8 +73,9 @@ class Qmgr:
         self._tasks: set[asyncio.Task[None]] = set()
         #: per destination: attempts started and not finished, and the due mail parked
         self.slots = core.Slots()
-        #: bounced recipients whose notice is not durable yet (the spool failed), per ID
-        self._unsent: dict[str, list[tuple[Recipient, Outcome]]] = {}
+        #: per ID: bounced recipients whose notice is not durable yet (the spool failed),
+        #: and when to try storing it again
+        self._unsent: dict[str, Unsent] = {}
         self._flush_waiters: list[tuple[set[str], asyncio.Future[None]]] = []
         self.pool = pool if pool is not None else ConnectionPool()
         self.stats: dict[str, int] = defaultdict(int)
@@ -77,7 +87,7 @@ class Qmgr:
         for env in envs:
             self.msgs[env.id] = env
             if not env.hold:
-                self._schedule(env, core.due(env, now))
+                self._schedule(env, self._due(env, now))
 
     def submit(self, env: Envelope, stored: str = "") -> None:
         """A message just became durable: try it at once (once, however often announced).
@@ -111,10 +121,13 @@ class Qmgr:
         for env in self.msgs.values():
             if env.hold:
                 continue
+            unsent = self._unsent.get(env.id)
             if d is None or any(r.domain == d for r in env.open_recipients):
                 ids.add(env.id)
                 for r in env.open_recipients:
                     r.next_attempt = None
+                if unsent is not None:
+                    unsent.retry = 0.0
                 if env.id not in self.active:
                     self._schedule(env, 0.0)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -160,6 +173,10 @@ class Qmgr:
         return self.deliverer.client_settings()
 
     # --- the loop ----------------------------------------------------------------
+    def _due(self, env: Envelope, now: float) -> float:
+        unsent = self._unsent.get(env.id)
+        return core.due(env, now, unsent.retry if unsent else None)
+
     def _schedule(self, env: Envelope, when: float) -> None:
         heapq.heappush(self._heap, (when, next(self._seq), env.id))
         self._wake.set()
@@ -181,7 +198,7 @@ class Qmgr:
                 env = self.msgs.get(qid)
                 if env is None or env.hold or qid in self.active:
                     continue
-                if core.due(env, now) > now + 0.001:
+                if self._due(env, now) > now + 0.001:
                     continue  # a stale timer; the real one is still in the heap
                 if self._defer_suspended(env, now, policy):
                     continue
@@ -232,7 +249,7 @@ class Qmgr:
             for r in env.open_recipients:
                 r.next_attempt = now + self.policy().minimal_backoff
             if env.id in self.msgs:
-                self._schedule(env, core.due(env, now))
+                self._schedule(env, self._due(env, now))
         finally:
             self.active.discard(env.id)
             self.slots.finish(domains)
@@ -328,7 +345,7 @@ class Qmgr:
         verdict = core.settle(env, results, now, policy)
         self._note(env, verdict, now, policy)
         if not env.hold:
-            self._schedule(env, core.due(env, now))
+            self._schedule(env, self._due(env, now))
         self._done_waiting(env.id)
         return True
 
@@ -352,19 +369,19 @@ class Qmgr:
         policy = self.policy()
         verdict = core.settle(env, results, now, policy)
         self._note(env, verdict, now, policy)
-        failures = self._unsent.pop(env.id, []) + verdict.failures
+        unsent = self._unsent.pop(env.id, None)
+        failures = (unsent.failures if unsent else []) + verdict.failures
         if failures:
             try:
                 notice = await self.bouncer.notify(env, failures, content(), now)
             except Exception as e:
                 # Nothing is written: on disk the recipients are still open (a restart
                 # tries them again); here they stay bounced until the notice is stored.
-                self._unsent[env.id] = failures
-                retry = now + policy.minimal_backoff
+                self._unsent[env.id] = Unsent(failures, now + policy.minimal_backoff)
                 log.warning("qmgr", f"{env.id}: cannot queue the non-delivery notification "
-                            f"({e}); trying again at the next attempt")
+                            f"({e}); trying again later")
                 if not env.hold:
-                    self._schedule(env, retry)
+                    self._schedule(env, self._due(env, now))
                 return
             if notice is not None:
                 self.submit(notice)
@@ -378,4 +395,4 @@ class Qmgr:
                 # memory only: after a crash the message is simply tried again.
                 await self.spool.update(env)
             if env.id in self.msgs and not env.hold:
-                self._schedule(env, core.due(env, now))
+                self._schedule(env, self._due(env, now))
