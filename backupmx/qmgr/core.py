@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from backupmx import bounce
 from backupmx.envelope import BOUNCED, DEFERRED, Envelope, Recipient
 from backupmx.outcome import Outcome, Stage
 
@@ -36,6 +37,7 @@ class Policy:
     run_delay: float = 300.0
     concurrency: int = 20
     connect_timeout: float = 30.0
+    delay_warning: float = 0.0  # 0: no delay notices
 
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
@@ -49,6 +51,7 @@ class Policy:
             run_delay=cfg.time("queue_run_delay"),
             concurrency=cfg.int("default_destination_concurrency_limit"),
             connect_timeout=cfg.time("smtp_connect_timeout"),
+            delay_warning=cfg.time("delay_warning_time"),
         )
 
     def lifetime(self, env: Envelope) -> float:
@@ -57,6 +60,11 @@ class Policy:
 
     def expired(self, env: Envelope, now: float) -> bool:
         return now >= env.arrival + self.lifetime(env)
+
+    def warning_due(self, env: Envelope, now: float) -> bool:
+        """Queued longer than delay_warning_time, and the sender not told yet."""
+        return (self.delay_warning > 0 and not env.warned and env.sender != ""
+                and now >= env.arrival + self.delay_warning)
 
     @property
     def start_bound(self) -> int:
@@ -114,6 +122,15 @@ def settle(env: Envelope, results: list[tuple[Recipient, Outcome]], now: float,
         expired=any_expired,
         attempted=not all(o.suspended for _, o in final),
     )
+
+
+def delayed(env: Envelope, verdict: Verdict, now: float,
+            policy: Policy) -> list[tuple[Recipient, Outcome]]:
+    """The deferred recipients the sender is now told about (once, NOTIFY permitting)."""
+    if not policy.warning_due(env, now):
+        return []
+    return [(r, o) for r, o in verdict.results
+            if o.kind == DEFERRED and bounce.should_notify(env, r, bounce.DELAYED)]
 
 
 def record(env: Envelope, verdict: Verdict, now: float, policy: Policy) -> None:
@@ -181,10 +198,10 @@ class DeadDestinations:
         """Deferrals without an attempt when every destination of ``env`` is dead.
 
         None (try it) unless every open recipient's destination is dead and the message
-        is not out of lifetime: expiry sends a DSN, and that needs the attempt.
+        is neither out of lifetime nor due a delay notice: a DSN needs the attempt.
         """
         rcpts = env.open_recipients
-        if not rcpts or policy.expired(env, now):
+        if not rcpts or policy.expired(env, now) or policy.warning_due(env, now):
             return None
         results = []
         for r in rcpts:

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from backupmx.envelope import Envelope, Recipient
+from backupmx.envelope import DELIVERED, Envelope, Recipient
 from backupmx.log import log
 from backupmx.outcome import Outcome, Stage, log_text
 from backupmx.qmgr import core
@@ -32,6 +32,12 @@ _GONE_KEPT = 10_000  # finished IDs remembered (about 1 MB)
 SCHEDULE_BATCH = 500
 #: the program name of a result's log line, as Postfix's daemons would log it
 _AGENT = {Stage.TRANSPORT: "error", Stage.SUSPENDED: "retry"}
+
+
+def _agent(o: Outcome) -> str:
+    if o.stage is Stage.TRANSPORT and o.kind == DELIVERED:
+        return "discard"
+    return _AGENT.get(o.stage, "smtp")
 
 
 @dataclass
@@ -356,7 +362,7 @@ class Qmgr:
         delay = now - env.arrival
         for r, o in verdict.results:
             self.stats[o.kind] += 1
-            log.info(_AGENT.get(o.stage, "smtp"), log_text(env.id, r.address, o, delay))
+            log.info(_agent(o), log_text(env.id, r.address, o, delay))
         if verdict.expired:
             log.info("qmgr", f"{env.id}: from=<{env.sender}>, status=expired, returned to sender")
 
@@ -385,14 +391,34 @@ class Qmgr:
                 return
             if notice is not None:
                 self.submit(notice)
+        warned = await self._warn(env, verdict, content, now, policy)
         if core.leaves_queue(env, env.id in self._unsent):
             self._forget(env.id)
             await self.spool.remove(env.id)
             log.info("qmgr", f"{env.id}: removed")
         else:
-            if verdict.attempted:
+            if verdict.attempted or warned:
                 # A deferral without any attempt (destination known dead) is kept in
                 # memory only: after a crash the message is simply tried again.
                 await self.spool.update(env)
             if env.id in self.msgs and not env.hold:
                 self._schedule(env, self._due(env, now))
+
+    async def _warn(self, env: Envelope, verdict: core.Verdict, content: Callable[[], bytes],
+                    now: float, policy: core.Policy) -> bool:
+        """The delay_warning_time notice, once per message; True when it was sent."""
+        delayed = core.delayed(env, verdict, now, policy)
+        if not policy.warning_due(env, now):
+            return False
+        notice = None
+        if delayed:
+            try:
+                notice = await self.bouncer.notify(env, delayed, content(), now,
+                                                   delayed_until=env.arrival + policy.lifetime(env))
+            except Exception as e:  # not stored: the next attempt tries again
+                log.warning("qmgr", f"{env.id}: cannot queue the delay notification ({e})")
+                return False
+        env.warned = True
+        if notice is not None:
+            self.submit(notice)
+        return True

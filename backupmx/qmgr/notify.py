@@ -36,22 +36,29 @@ class DsnBouncer:
         self.config = config
 
     async def notify(self, env: Envelope, failures: list[tuple[Recipient, Outcome]],
-                     content: bytes, now: float) -> Envelope | None:
-        """A DSN to the sender; never to the null sender (no bounce of a bounce)."""
+                     content: bytes, now: float,
+                     delayed_until: float | None = None) -> Envelope | None:
+        """A DSN to the sender; never to the null sender (no bounce of a bounce).
+
+        A delay notice carries the original's headers only, as Postfix's does.
+        """
         cfg = self.config()
-        wanted = [failure(r, o) for r, o in failures if bounce.should_notify(env, r, "failed")]
+        kind = bounce.FAILED if delayed_until is None else bounce.DELAYED
+        wanted = [failure(r, o) for r, o in failures if bounce.should_notify(env, r, kind)]
         if not wanted:
-            if env.sender == "":
+            if env.sender == "" and kind == bounce.FAILED:
                 log.info("qmgr", f"{env.id}: undeliverable bounce discarded (null sender)")
             return None
         dsn = bounce.make_dsn(
-            env, wanted, content, myhostname=cfg.str("myhostname"), kind="failed", now=now,
-            bounce_size_limit=cfg.int("bounce_size_limit"),
+            env, wanted, content, myhostname=cfg.str("myhostname"), kind=kind, now=now,
+            bounce_size_limit=cfg.int("bounce_size_limit") if delayed_until is None else 0,
+            will_retry_until=delayed_until,
         )
         notice = Envelope(
             id=new_id(), sender="", recipients=[Recipient(env.sender)], arrival=now,
             size=len(dsn),
         )
         await self.spool.commit(notice, dsn)
-        log.info("bounce", f"{env.id}: sender non-delivery notification: {notice.id}")
+        what = "non-delivery" if delayed_until is None else "delay"
+        log.info("bounce", f"{env.id}: sender {what} notification: {notice.id}")
         return notice

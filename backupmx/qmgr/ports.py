@@ -57,8 +57,12 @@ class Bouncer(Protocol):
     """Makes the sender's non-delivery notice durable; raises when it cannot."""
 
     async def notify(self, env: Envelope, failures: list[tuple[Recipient, Outcome]],
-                     content: bytes, now: float) -> Envelope | None:
-        """The notice queued (to be submitted), or None when none is due."""
+                     content: bytes, now: float,
+                     delayed_until: float | None = None) -> Envelope | None:
+        """The notice queued (to be submitted), or None when none is due.
+
+        ``delayed_until`` makes it a delay notice: still retried until then.
+        """
         ...
 
 

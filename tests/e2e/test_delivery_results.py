@@ -156,3 +156,34 @@ def test_soft_bounce_defers_a_5xx_at_delivery(backupmx_factory, primary, sender_
                             relay=f"mx1.nausch.org[127.0.0.2]:{primary.port}"))
     assert_kept(mx, out.queue_id, sender_mx)
     assert primary.messages == []
+
+
+# --- delay_warning_time ------------------------------------------------------------------
+
+
+def test_delay_warning_time_tells_the_sender_once(backupmx_factory, primary, sender_mx):
+    mx = backupmx_factory(SEED + "delay_warning_time = 3s\n")
+    primary.stop()
+    out = send(mx, "sender@sender.example", ["alice@nausch.org"], message("slow"))
+    qid = out.queue_id
+    notice = sender_mx.wait_for(1, timeout=20)[0]
+    assert (notice.mail_from, notice.rcpts) == ("", ["sender@sender.example"])
+    msg = email.message_from_bytes(notice.data)  # made here: no Received: header
+    assert msg["Subject"] == "Delayed Mail (still being retried)"
+    parts = msg.get_payload()
+    assert isinstance(parts, list)
+    assert parts[2].get_content_type() == "text/rfc822-headers"  # headers only
+    fields = dsn_fields(notice.data)
+    assert fields["Final-Recipient"] == "rfc822; alice@nausch.org"
+    assert (fields["Action"], fields["Status"]) == ("delayed", "4.4.1")
+    assert "Will-Retry-Until" in fields
+    mx.wait_log(rf"{qid}: sender delay notification: [0-9A-F]+")
+    # Later attempts (every 2 s here) do not tell the sender again.
+    wait_queue(mx, lambda q: any(m["id"] == qid and m["recipients"][0]["attempts"] >= 4
+                                 for m in q), timeout=30)
+    assert len(sender_mx.messages) == 1
+    primary.start()
+    mx.cli("queue", "flush", "--wait")
+    assert strip_received(primary.wait_for(1)[0].data)[1] == message("slow")
+    wait_queue(mx, lambda q: q == [])
+    assert len(sender_mx.messages) == 1

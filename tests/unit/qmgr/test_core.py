@@ -159,3 +159,30 @@ def test_due_mail_parks_behind_a_full_destination() -> None:
     for _ in range(bound - 1):
         slots.finish({"nausch.org"})
     assert slots.started == {}
+
+
+def test_a_delay_notice_is_due_once_after_delay_warning_time() -> None:
+    policy = Policy(delay_warning=4 * 3600)
+    env = envelope("a@nausch.org", "b@nausch.org", "c@nausch.org")
+    env.recipients[1].notify = "FAILURE"
+    env.recipients[2].notify = "DELAY,FAILURE"
+    results = [(r, REFUSED) for r in env.recipients]
+    early = core.settle(env, results, T0 + 4 * 3600 - 1, policy)
+    assert core.delayed(env, early, T0 + 4 * 3600 - 1, policy) == []
+    late = core.settle(env, results, T0 + 4 * 3600, policy)
+    assert [r.address for r, _ in core.delayed(env, late, T0 + 4 * 3600, policy)] == [
+        "a@nausch.org", "c@nausch.org"]
+    env.warned = True
+    assert core.delayed(env, late, T0 + 4 * 3600, policy) == []
+    assert not Policy().warning_due(envelope("a@nausch.org"), T0 + 86400 * 4)  # 0: off
+    assert not policy.warning_due(envelope("a@nausch.org", sender=""), T0 + 86400)
+
+
+def test_mail_due_a_delay_notice_is_not_suspended() -> None:
+    policy = Policy(minimal_backoff=300, delay_warning=3600)
+    dead = core.DeadDestinations()
+    dead.judge("nausch.org", [REFUSED], T0 + 3600, policy)
+    env = envelope("a@nausch.org")
+    assert dead.suspend(env, T0 + 3601, policy) is None
+    env.warned = True
+    assert dead.suspend(env, T0 + 3601, policy) is not None

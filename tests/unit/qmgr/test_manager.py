@@ -82,12 +82,14 @@ class FakeBouncer:
         self.full = False
 
     async def notify(self, env: Envelope, failures: list[tuple[Recipient, Outcome]],
-                     content: bytes, now: float) -> Envelope | None:
+                     content: bytes, now: float,
+                     delayed_until: float | None = None) -> Envelope | None:
+        kind = "notify" if delayed_until is None else f"delay-until-{delayed_until - T0:.0f}"
         if self.full:
-            self.events.append(f"notify failed {env.id}")
+            self.events.append(f"{kind} failed {env.id}")
             raise SpoolError("queue write failed: database or disk is full")
         what = ",".join(f"{r.address}={o.status}" for r, o in failures)
-        self.events.append(f"notify {env.id} {what}")
+        self.events.append(f"{kind} {env.id} {what}")
         return Envelope(id=f"N{env.id}", sender="", recipients=[Recipient(env.sender)],
                         arrival=now)
 
@@ -232,4 +234,37 @@ async def test_an_answering_destination_is_alive_again() -> None:
     w.qm.dead.entries["nausch.org"].until = 0  # as if minimal_backoff_time had passed
     await w.attempt(w.envelope("A2", "bob@nausch.org"))
     assert not w.qm.dead.listed("nausch.org")
+    await w.qm.stop(1)
+
+
+async def test_the_delay_notice_goes_once_and_is_persisted(logged: io.StringIO) -> None:
+    w = World(lambda a: REFUSED, Policy(minimal_backoff=300, queue_lifetime=86400,
+                                         delay_warning=3600))
+    env = w.envelope("A1", "alice@nausch.org")
+    await w.attempt(env)
+    assert w.events == ["deliver A1 nausch.org", "update A1"]
+    w.clock.now = T0 + 3600
+    w.qm.dead.revive()
+    await w.attempt(env)
+    assert w.events[2:] == ["deliver A1 nausch.org", "delay-until-86400 A1 alice@nausch.org=4.4.1",
+                            "update A1"]
+    assert env.warned and "NA1" in w.qm.msgs
+    w.clock.now += 600
+    w.qm.dead.revive()
+    await w.attempt(env)
+    assert w.events[5:] == ["deliver A1 nausch.org", "update A1"]  # not again
+    await w.qm.stop(1)
+
+
+async def test_a_delay_notice_that_cannot_be_stored_is_tried_again() -> None:
+    w = World(lambda a: REFUSED, Policy(minimal_backoff=300, delay_warning=3600))
+    env = w.envelope("A1", "alice@nausch.org")
+    w.clock.now = T0 + 3600
+    w.bouncer.full = True
+    await w.attempt(env)
+    assert not env.warned
+    w.bouncer.full = False
+    w.qm.dead.revive()
+    await w.attempt(env)
+    assert env.warned
     await w.qm.stop(1)
