@@ -407,9 +407,9 @@ class Qmgr:
     async def _warn(self, env: Envelope, verdict: core.Verdict, content: Callable[[], bytes],
                     now: float, policy: core.Policy) -> bool:
         """The delay_warning_time notice, once per message; True when it was sent."""
-        delayed = core.delayed(env, verdict, now, policy)
         if not policy.warning_due(env, now):
             return False
+        delayed = core.delayed(env, verdict, now, policy)
         notice = None
         if delayed:
             try:
