@@ -47,6 +47,7 @@ class Envelope:
     envid: str | None = None  # ENVID=xtext
     client: str = ""  # "name[ip]" of the client that handed the message in
     hold: bool = False
+    warned: bool = False  # the sender has had the delay_warning_time notice
     history: list[dict[str, object]] = field(default_factory=list)
 
     @property

@@ -23,10 +23,9 @@ from collections.abc import Coroutine
 from types import SimpleNamespace
 from typing import Any
 
-from backupmx import __version__, admin, anvil, config, privileges, services
+from backupmx import __version__, admin, anvil, config, privileges, qmgr, services
 from backupmx.log import log
 from backupmx.master import BindError, Supervisor, bind
-from backupmx.qmgr import Qmgr
 from backupmx.smtpd.host import SmtpdHost, configure_logging, raise_fd_limit
 from backupmx.smtpd.session import Session, anvil_reply
 from backupmx.verify import service as verify_service
@@ -38,11 +37,11 @@ RELOAD_WAIT = 10.0  # the longest a reload waits for the workers to confirm thei
 
 
 class Server(SmtpdHost):
-    qmgr: Qmgr
+    qmgr: qmgr.Qmgr
 
     def __init__(self, cfg: config.Config, svc: services.Services) -> None:
         super().__init__(cfg, svc)
-        self.qmgr = Qmgr(self)
+        self.qmgr = qmgr.build(self.spool, lambda: self.svc, self.smtp_port)
         self.anvil = anvil.Anvil()
         self.workers: Supervisor | None = None
         self._admin: asyncio.base_events.Server | None = None

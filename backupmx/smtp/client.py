@@ -8,14 +8,13 @@ final dot, and every failure to talk is transient.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from aiosmtplib.response import SMTPResponse
 
 from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
 from backupmx.log import log
+from backupmx.outcome import Outcome, Stage
 from backupmx.smtp.nexthop import Server
 from backupmx.smtp.session import (
     ClientSettings,
@@ -34,41 +33,24 @@ from backupmx.smtp.wire import (
     status_of,
 )
 
-__all__ = ["ClientSettings", "Connection", "ConnectionPool", "RcptResult", "deliver"]
-
-_LOG_STATUS = {DELIVERED: "sent", DEFERRED: "deferred", BOUNCED: "bounced"}
-
-
-@dataclass
-class RcptResult:
-    """What became of one recipient in this attempt.
-
-    ``reply`` is the Postfix reason text (for a delivery: the server's reply),
-    ``diagnostic`` the server's reply for a DSN (``smtp; ...``) when there was one.
-    """
-
-    address: str
-    kind: str  # delivered | deferred | bounced
-    reply: str
-    status: str
-    relay: str
-    diagnostic: str | None = None
+__all__ = ["ClientSettings", "Connection", "ConnectionPool", "deliver"]
 
 
 def _relay(server: Server) -> str:
     return f"{server.name}:{server.port}"
 
 
-def _from_failure(rcpt: Recipient, server: Server, failure: SessionFailure) -> RcptResult:
+def _from_failure(server: Server, failure: SessionFailure) -> Outcome:
+    """A session's failure for each recipient still open; nobody there is ``CONNECT``."""
     kind = BOUNCED if failure.permanent else DEFERRED
-    return RcptResult(
-        rcpt.address, kind, failure.text, failure.status, _relay(server), failure.diagnostic
-    )
+    if not failure.connected:
+        return Outcome(kind, failure.status, failure.text, Stage.CONNECT, None,
+                       failure.diagnostic)
+    return Outcome(kind, failure.status, failure.text, Stage.SESSION, _relay(server),
+                   failure.diagnostic)
 
 
-def _from_reply(
-    rcpt: Recipient, server: Server, code: int, message: str, command: str
-) -> RcptResult:
+def _from_reply(server: Server, code: int, message: str, command: str) -> Outcome:
     """A per-recipient result from a server reply; a non-5xx failure is transient."""
     status = status_of(code, message)
     if code // 100 == 2:
@@ -77,9 +59,8 @@ def _from_reply(
         kind, text = (BOUNCED if code // 100 == 5 else DEFERRED), said(
             server.name, code, message, command
         )
-    return RcptResult(
-        rcpt.address, kind, text, status, _relay(server), f"smtp; {one_line(code, message)}"
-    )
+    return Outcome(kind, status, text, Stage.RECIPIENT, _relay(server),
+                   f"smtp; {one_line(code, message)}")
 
 
 class _Attempt:
@@ -100,9 +81,9 @@ class _Attempt:
         self.env = env
         self.settings = settings
         self.pool = pool
-        self.done: dict[int, RcptResult] = {}
+        self.done: dict[int, Outcome] = {}
 
-    async def run(self, servers: list[Server]) -> list[RcptResult]:
+    async def run(self, servers: list[Server]) -> list[Outcome]:
         todo = list(range(len(self.recipients)))
         sessions = 0
         for n, server in enumerate(servers):
@@ -151,7 +132,7 @@ class _Attempt:
     def _fail_open(self, todo: list[int], server: Server, failure: SessionFailure) -> None:
         for i in todo:
             if i not in self.done:
-                self.done[i] = _from_failure(self.recipients[i], server, failure)
+                self.done[i] = _from_failure(server, failure)
 
     async def _transaction(self, conn: Connection, server: Server, batch: list[int]) -> None:
         """MAIL, RCPT for each of ``batch``, DATA; results go to ``self.done``.
@@ -191,9 +172,7 @@ class _Attempt:
         resp = await conn.send_body(encode_content(self.content, self.settings.line_length_limit))
         if resp.code // 100 == 2:
             for i in accepted:
-                self.done[i] = _from_reply(
-                    self.recipients[i], server, resp.code, resp.message, "end of DATA"
-                )
+                self.done[i] = _from_reply(server, resp.code, resp.message, "end of DATA")
             return
         self._data_failed(conn, server, accepted, resp.code, resp.message, "end of DATA")
 
@@ -242,9 +221,7 @@ class _Attempt:
             if resp.code // 100 == 2:
                 accepted.append(i)
             else:
-                self.done[i] = _from_reply(
-                    self.recipients[i], server, resp.code, resp.message, "RCPT TO"
-                )
+                self.done[i] = _from_reply(server, resp.code, resp.message, "RCPT TO")
         return accepted
 
     def _data_failed(
@@ -255,7 +232,7 @@ class _Attempt:
         if code // 100 != 5:
             raise self._reply_failure(server, code, message, command)
         for i in accepted:
-            self.done[i] = _from_reply(self.recipients[i], server, code, message, command)
+            self.done[i] = _from_reply(server, code, message, command)
 
     @staticmethod
     def _reply_failure(server: Server, code: int, message: str, command: str) -> SessionFailure:
@@ -279,14 +256,6 @@ class _Attempt:
         return all(a.isascii() for a in addrs)
 
 
-def _delay(env: Envelope) -> str:
-    """Postfix's delay= format: two significant digits, at most two decimals."""
-    d = max(0.0, time.time() - env.arrival)
-    if d >= 10:
-        return str(round(d))
-    return f"{d:.{1 if d >= 1 else 2}f}".rstrip("0").rstrip(".") or "0"
-
-
 async def deliver(
     servers: list[Server],
     sender: str,
@@ -296,30 +265,16 @@ async def deliver(
     env: Envelope,
     settings: ClientSettings,
     pool: ConnectionPool | None = None,
-) -> list[RcptResult]:
-    """Try ``servers`` in order; one result per recipient, in the recipients' order."""
+) -> list[Outcome]:
+    """Try ``servers`` in order; one outcome per recipient, in the recipients' order."""
     if not recipients:
         return []
-    if servers:
-        attempt = _Attempt(sender, recipients, content, env, settings, pool)
-        try:
-            results = await attempt.run(servers)
-        except Exception as e:  # never lose mail to a bug: defer what has no result yet
-            results = [
-                attempt.done.get(i)
-                or RcptResult(r.address, DEFERRED, f"delivery failed: {e!r}", "4.3.0", "none")
-                for i, r in enumerate(recipients)
-            ]
-    else:
-        results = [
-            RcptResult(r.address, DEFERRED, "no mail servers to deliver to", "4.4.4", "none")
-            for r in recipients
-        ]
-    delay = _delay(env)
-    for r in results:
-        log.info(
-            "smtp",
-            f"{env.id}: to=<{r.address}>, relay={r.relay}, delay={delay}, dsn={r.status}, "
-            f"status={_LOG_STATUS[r.kind]} ({r.reply})",
-        )
-    return results
+    if not servers:
+        return [Outcome(DEFERRED, "4.4.4", "no mail servers to deliver to", Stage.ROUTE)
+                for _ in recipients]
+    attempt = _Attempt(sender, recipients, content, env, settings, pool)
+    try:
+        return await attempt.run(servers)
+    except Exception as e:  # never lose mail to a bug: defer what has no result yet
+        failed = Outcome(DEFERRED, "4.3.0", f"delivery failed: {e!r}", Stage.LOCAL)
+        return [attempt.done.get(i) or failed for i in range(len(recipients))]

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from backupmx.dns import DnsTempError
 from backupmx.maps import Table
+from backupmx.outcome import BOUNCED, DEFERRED, Outcome, Stage
 
 _HOST_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
                       r"(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$")
@@ -61,6 +62,12 @@ class RouteError(Exception):
         self.permanent = permanent
         self.status = status
         self.text = text
+
+    @property
+    def outcome(self) -> Outcome:
+        """The result for each recipient that had to go this way."""
+        return Outcome(BOUNCED if self.permanent else DEFERRED, self.status, self.text,
+                       Stage.ROUTE)
 
 
 class Lookups(Protocol):

@@ -98,7 +98,8 @@ class SessionFailure(Exception):
     """The session cannot go on; every recipient still open gets this result.
 
     ``greeted`` tells whether the server had sent its 220 greeting, which is what
-    counts against smtp_mx_session_limit.
+    counts against smtp_mx_session_limit; ``connected`` whether a TCP connection was
+    made at all (no: nobody is there, the destination may be dead).
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class SessionFailure(Exception):
         text: str,
         diagnostic: str | None = None,
         greeted: bool = True,
+        connected: bool = True,
     ) -> None:
         super().__init__(text)
         self.permanent = permanent
@@ -115,6 +117,7 @@ class SessionFailure(Exception):
         self.text = text
         self.diagnostic = diagnostic
         self.greeted = greeted
+        self.connected = connected
 
 
 def soft(status: str) -> str:
@@ -563,7 +566,8 @@ async def _connect(server: Server, settings: ClientSettings) -> socket.socket:
     except OSError as e:
         sock.close()
         raise SessionFailure(
-            False, "4.4.1", f"connect to {server.name}:{server.port}: {_strerror(e)}", greeted=False
+            False, "4.4.1", f"connect to {server.name}:{server.port}: {_strerror(e)}",
+            greeted=False, connected=False,
         ) from e
     except BaseException:
         sock.close()

@@ -116,6 +116,38 @@ def test_disk_full_gives_452_leaves_nothing_and_recovers(tmpfs, backupmx_factory
     mx.stop()
 
 
+def test_a_dsn_that_cannot_be_stored_keeps_the_original_queued(tmpfs, backupmx_factory,
+                                                               primary, sender_mx):
+    """The original leaves the queue only once its DSN is durable: with the disk full
+    when the bounce is decided, both wait, and the DSN goes out once there is room."""
+    spool = tmpfs / "spool"
+    mx = backupmx_factory(SEED + f"queue_directory = {spool}\nmessage_size_limit = 200000\n")
+    primary.stop()
+    body = message("bounces", body=("x" * 76 + "\r\n") * 1000)  # about 78 kB
+    out = send(mx, "s@sender.example", ["nobody@nausch.org"], body)
+    qid = out.queue_id
+    wait_queue(mx, lambda q: q and q[0]["recipients"][0]["state"] == "deferred")
+    primary.users = {"alice@nausch.org"}  # nobody@ now gets 550 5.1.1
+    filler = fill(tmpfs, 0)
+    primary.start()
+    mx.cli("queue", "flush")
+    mx.wait_log(rf"{qid}: (cannot queue the non-delivery notification|delivery attempt failed)",
+                timeout=20)
+    assert [m["id"] for m in queue(mx)] == [qid]
+    time.sleep(3)  # a retry or two (minimal_backoff_time = 2s) while the disk is still full
+    assert [m["id"] for m in queue(mx)] == [qid]
+    assert sender_mx.messages == []
+    filler.unlink()
+    notice = sender_mx.wait_for(1, timeout=30)[0]
+    assert notice.mail_from == ""
+    assert b"Final-Recipient: rfc822; nobody@nausch.org" in notice.data
+    assert b"Status: 5.1.1" in notice.data
+    wait_queue(mx, lambda q: q == [])
+    assert len(mx.log_text().split(f"{qid}: sender non-delivery notification: ")) == 2
+    assert primary.messages == []
+    mx.stop()
+
+
 # --- DNS -----------------------------------------------------------------------------------
 
 

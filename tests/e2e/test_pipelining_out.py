@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from backupmx.envelope import Envelope, Recipient
-from backupmx.smtp.client import ClientSettings, ConnectionPool, RcptResult, deliver
+from backupmx.outcome import Outcome, Stage
+from backupmx.smtp.client import ClientSettings, ConnectionPool, deliver
 from backupmx.smtp.nexthop import Server
 from backupmx.smtp.wire import encode_content
 from tests.peers.ports import free_port
@@ -194,7 +195,7 @@ def envelope(*addrs: str) -> Envelope:
 
 async def send(
     rec: ReadRecorder, *addrs: str, content: bytes = CONTENT, **kw: object
-) -> list[RcptResult]:
+) -> list[Outcome]:
     env = envelope(*addrs)
     cfg = kw.pop("cfg", None) or settings()
     return await deliver(
@@ -224,15 +225,15 @@ def relay(rec: ReadRecorder) -> str:
     return f"mx1.nausch.org[{HOST}]:{rec.port}"
 
 
-def mixed_results(rec: ReadRecorder) -> list[RcptResult]:
+def mixed_results(rec: ReadRecorder) -> list[Outcome]:
     name = f"mx1.nausch.org[{HOST}]"
     return [
-        RcptResult(OK, "delivered", "250 2.0.0 Ok: queued as 4711", "2.0.0", relay(rec),
-                   "smtp; 250 2.0.0 Ok: queued as 4711"),
-        RcptResult(LATER, "deferred", f"host {name} said: {LATER_REPLY} (in reply to RCPT TO "
-                   "command)", "4.2.0", relay(rec), f"smtp; {LATER_REPLY}"),
-        RcptResult(GONE, "bounced", f"host {name} said: {GONE_REPLY} (in reply to RCPT TO "
-                   "command)", "5.1.1", relay(rec), f"smtp; {GONE_REPLY}"),
+        Outcome("delivered", "2.0.0", "250 2.0.0 Ok: queued as 4711", Stage.RECIPIENT,
+                relay(rec), "smtp; 250 2.0.0 Ok: queued as 4711"),
+        Outcome("deferred", "4.2.0", f"host {name} said: {LATER_REPLY} (in reply to RCPT TO "
+                "command)", Stage.RECIPIENT, relay(rec), f"smtp; {LATER_REPLY}"),
+        Outcome("bounced", "5.1.1", f"host {name} said: {GONE_REPLY} (in reply to RCPT TO "
+                "command)", Stage.RECIPIENT, relay(rec), f"smtp; {GONE_REPLY}"),
     ]
 
 
@@ -273,9 +274,9 @@ async def test_replies_that_trickle_in_are_matched_in_order() -> None:
         ok, later, gone = await send(rec, OK, LATER, GONE)
         reads = await wait_reads(rec, 4)
     assert reads[1] == MAIL + rcpt(OK) + rcpt(LATER) + rcpt(GONE) + b"DATA\r\n"
-    assert (ok.kind, ok.reply) == ("delivered", "250 2.0.0 Ok: queued as 4711")
+    assert (ok.kind, ok.text) == ("delivered", "250 2.0.0 Ok: queued as 4711")
     assert later == mixed_results(rec)[1]
-    assert (gone.kind, gone.status, gone.reply) == (
+    assert (gone.kind, gone.status, gone.text) == (
         "bounced", "5.1.1",
         f"host mx1.nausch.org[{HOST}] said: 550 5.1.1 <gone@nausch.org>: no such user 5.1.1 "
         "ask the postmaster (in reply to RCPT TO command)")
@@ -307,7 +308,7 @@ async def test_mail_rejected_fails_the_whole_batch() -> None:
     async with recorder(ReadRecorder(mail_reply=reply)) as rec:
         results = await send(rec, OK, GONE)
         reads = await wait_reads(rec, 2, MAIL + rcpt(OK) + rcpt(GONE) + b"DATA\r\n")
-    assert [(r.kind, r.status, r.reply, r.diagnostic) for r in results] == [(
+    assert [(r.kind, r.status, r.text, r.diagnostic) for r in results] == [(
         "bounced", "5.7.1",
         f"host mx1.nausch.org[{HOST}] said: {reply} (in reply to MAIL FROM command)",
         f"smtp; {reply}",
@@ -320,7 +321,7 @@ async def test_reply_before_the_server_hangs_up_is_still_read() -> None:
     async with recorder(ReadRecorder(mail_reply=reply, close_after_mail=True)) as rec:
         results = await send(rec, OK, GONE)
     assert rec.reads == [[EHLO, MAIL + rcpt(OK) + rcpt(GONE) + b"DATA\r\n"]]
-    assert [(r.kind, r.status, r.reply) for r in results] == [(
+    assert [(r.kind, r.status, r.text) for r in results] == [(
         "deferred", "4.3.2",
         f"host mx1.nausch.org[{HOST}] said: {reply} (in reply to MAIL FROM command)",
     )] * 2
@@ -333,7 +334,7 @@ async def test_rcpt_421_defers_the_rest() -> None:
         reads = await wait_reads(rec, 2, MAIL + rcpt(OK) + rcpt(LATER) + rcpt(GONE) + b"DATA\r\n")
     assert len(reads) == 2
     want = f"host mx1.nausch.org[{HOST}] said: {reply} (in reply to RCPT TO command)"
-    assert [(r.kind, r.status, r.reply) for r in (ok, later, gone)] == [
+    assert [(r.kind, r.status, r.text) for r in (ok, later, gone)] == [
         ("deferred", "4.7.0", want)] * 3
     assert rec.messages == []
 
@@ -343,7 +344,7 @@ async def test_data_554_bounces_the_accepted_and_resets() -> None:
     async with recorder(ReadRecorder(rcpt_reply={GONE: GONE_REPLY}, data_reply=reply)) as rec:
         ok, gone = await send(rec, OK, GONE)
         reads = await wait_reads(rec, 4)
-    assert (ok.kind, ok.status, ok.reply) == (
+    assert (ok.kind, ok.status, ok.text) == (
         "bounced", "5.7.1",
         f"host mx1.nausch.org[{HOST}] said: {reply} (in reply to DATA command)")
     assert gone == mixed_results(rec)[2]
@@ -354,7 +355,7 @@ async def test_a_silent_server_times_out_per_reply() -> None:
     async with recorder(ReadRecorder(silent_after_mail=True)) as rec:
         results = await send(rec, OK, GONE, cfg=settings(rcpt_timeout=0.3))
         assert rec.reads == [[EHLO, MAIL + rcpt(OK) + rcpt(GONE) + b"DATA\r\n"]]
-    assert [(r.kind, r.status, r.reply) for r in results] == [(
+    assert [(r.kind, r.status, r.text) for r in results] == [(
         "deferred", "4.4.2",
         f"conversation with mx1.nausch.org[{HOST}] timed out while sending RCPT TO",
     )] * 2
@@ -405,7 +406,7 @@ async def test_a_surprise_while_building_the_group_defers(
         results = await send(rec, OK, GONE)
         reads = await wait_reads(rec, 1, EHLO)
     assert reads == [EHLO]
-    assert [(r.kind, r.status, r.reply) for r in results] == [(
+    assert [(r.kind, r.status, r.text) for r in results] == [(
         "deferred", "4.3.0",
         f"delivery via mx1.nausch.org[{HOST}] failed: RuntimeError('surprise')",
     )] * 2

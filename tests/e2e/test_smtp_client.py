@@ -15,7 +15,8 @@ import pytest
 
 from backupmx.envelope import Envelope, Recipient
 from backupmx.log import log
-from backupmx.smtp.client import ClientSettings, ConnectionPool, RcptResult, deliver
+from backupmx.outcome import Outcome, Stage, log_text
+from backupmx.smtp.client import ClientSettings, ConnectionPool, deliver
 from backupmx.smtp.nexthop import Server
 from backupmx.smtp.wire import encode_content
 from tests.peers.ports import free_port
@@ -67,7 +68,7 @@ def envelope(*addrs: str, **kw: object) -> Envelope:
 
 async def send(
     servers: list[Server], env: Envelope, content: bytes = CONTENT, **kw: object
-) -> list[RcptResult]:
+) -> list[Outcome]:
     return await deliver(
         servers, env.sender, env.recipients, content, env=env,
         settings=kw.pop("cfg", None) or settings(), **kw,  # type: ignore[arg-type]
@@ -82,8 +83,8 @@ async def test_delivered_byte_for_byte(primary: RecordingPrimary, logged: io.Str
     env = envelope("bob@nausch.org")
     [res] = await send([mx(primary)], env)
     name = f"mx1.nausch.org[127.0.0.2]:{primary.port}"
-    assert res == RcptResult(
-        "bob@nausch.org", "delivered", "250 2.0.0 Ok: queued as 00000001", "2.0.0", name,
+    assert res == Outcome(
+        "delivered", "2.0.0", "250 2.0.0 Ok: queued as 00000001", Stage.RECIPIENT, name,
         "smtp; 250 2.0.0 Ok: queued as 00000001",
     )
     [msg] = primary.messages
@@ -102,9 +103,10 @@ async def test_delivered_byte_for_byte(primary: RecordingPrimary, logged: io.Str
         b"DATA",
         b"QUIT",
     ]
-    line = logged.getvalue().strip().split(": ", 1)[1]
-    assert line.startswith(f"3C1F51A2B3: to=<bob@nausch.org>, relay={name}, delay=")
-    assert line.endswith(", dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 00000001)")
+    assert logged.getvalue() == ""  # the queue manager logs results, once each
+    assert log_text(env.id, "bob@nausch.org", res, 0.123) == (
+        f"3C1F51A2B3: to=<bob@nausch.org>, relay={name}, delay=0.12, "
+        "dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 00000001)")
 
 
 async def test_esmtp_parameters_passed_on(primary: RecordingPrimary) -> None:
@@ -128,25 +130,25 @@ async def test_per_recipient_550_bounced_450_deferred(
     env = envelope("gone@nausch.org", "bob@nausch.org", "later@nausch.org")
     gone, bob, later = await send([mx(primary)], env)
     name = f"mx1.nausch.org[127.0.0.2]:{primary.port}"
-    assert gone == RcptResult(
-        "gone@nausch.org", "bounced",
+    assert gone == Outcome(
+        "bounced", "5.1.1",
         "host mx1.nausch.org[127.0.0.2] said: 550 5.1.1 <gone@nausch.org>: Recipient address "
         "rejected: User unknown (in reply to RCPT TO command)",
-        "5.1.1", name,
+        Stage.RECIPIENT, name,
         "smtp; 550 5.1.1 <gone@nausch.org>: Recipient address rejected: User unknown",
     )
     assert (bob.kind, bob.status) == ("delivered", "2.0.0")
-    assert later == RcptResult(
-        "later@nausch.org", "deferred",
+    assert later == Outcome(
+        "deferred", "4.2.0",
         "host mx1.nausch.org[127.0.0.2] said: 450 4.2.0 <later@nausch.org>: try again later "
         "(in reply to RCPT TO command)",
-        "4.2.0", name, "smtp; 450 4.2.0 <later@nausch.org>: try again later",
+        Stage.RECIPIENT, name, "smtp; 450 4.2.0 <later@nausch.org>: try again later",
     )
     [msg] = primary.messages
     assert msg.rcpts == ["bob@nausch.org"]
-    lines = logged.getvalue()
-    assert "to=<gone@nausch.org>" in lines and "dsn=5.1.1, status=bounced (host " in lines
-    assert "dsn=4.2.0, status=deferred (host mx1.nausch.org[127.0.0.2] said: 450" in lines
+    assert "dsn=5.1.1, status=bounced (host " in log_text(env.id, "gone@nausch.org", gone, 1)
+    assert "dsn=4.2.0, status=deferred (host mx1.nausch.org[127.0.0.2] said: 450" in log_text(
+        env.id, "later@nausch.org", later, 1)
 
 
 async def test_all_recipients_rejected_sends_no_message(primary: RecordingPrimary) -> None:
@@ -165,11 +167,11 @@ async def test_connection_refused_deferred() -> None:
     port = free_port(("127.0.0.2",))
     [res] = await send(at(port),
                        envelope("bob@nausch.org"))
-    assert res == RcptResult(
-        "bob@nausch.org", "deferred",
-        f"connect to mx1.nausch.org[127.0.0.2]:{port}: Connection refused", "4.4.1",
-        f"mx1.nausch.org[127.0.0.2]:{port}", None,
+    assert res == Outcome(
+        "deferred", "4.4.1",
+        f"connect to mx1.nausch.org[127.0.0.2]:{port}: Connection refused", Stage.CONNECT,
     )
+    assert res.unreachable and not res.reached
 
 
 async def test_soft_failure_tries_next_server(primary: RecordingPrimary) -> None:
@@ -198,7 +200,7 @@ async def test_rcpt_450_kept_for_next_server(primary: RecordingPrimary) -> None:
 async def test_greeting_554_is_soft(primary: RecordingPrimary) -> None:
     primary.greeting = "554 5.3.2 mx1.nausch.org busy"
     [res] = await send([mx(primary)], envelope("bob@nausch.org"))
-    assert (res.kind, res.status, res.reply) == (
+    assert (res.kind, res.status, res.text) == (
         "deferred", "4.3.2",
         "host mx1.nausch.org[127.0.0.2] refused to talk to me: 554 5.3.2 mx1.nausch.org busy")
 
@@ -206,7 +208,7 @@ async def test_greeting_554_is_soft(primary: RecordingPrimary) -> None:
 async def test_garbage_greeting_is_transient(primary: RecordingPrimary) -> None:
     primary.greeting = "hello there"
     [res] = await send([mx(primary)], envelope("bob@nausch.org"))
-    assert (res.kind, res.status, res.reply) == (
+    assert (res.kind, res.status, res.text) == (
         "deferred", "4.5.0",
         "host mx1.nausch.org[127.0.0.2] sent a malformed reply while receiving the initial "
         "server greeting")
@@ -216,7 +218,7 @@ async def test_mail_from_5xx_bounces_all(primary: RecordingPrimary) -> None:
     primary.mail_reply = "553 5.7.1 <alice@sender.example>: Sender address rejected"
     results = await send([mx(primary)], envelope("a@nausch.org", "b@nausch.org"))
     assert [(r.kind, r.status) for r in results] == [("bounced", "5.7.1")] * 2
-    assert results[0].reply == (
+    assert results[0].text == (
         "host mx1.nausch.org[127.0.0.2] said: 553 5.7.1 <alice@sender.example>: Sender address "
         "rejected (in reply to MAIL FROM command)")
 
@@ -231,7 +233,7 @@ async def test_lost_connection_in_data_deferred(primary: RecordingPrimary) -> No
     primary.drop_in_data = True
     [res] = await send([mx(primary)], envelope("bob@nausch.org"))
     assert (res.kind, res.status) == ("deferred", "4.4.2")
-    assert res.reply == (
+    assert res.text == (
         "lost connection with mx1.nausch.org[127.0.0.2] while sending end of data -- "
         "message may be sent more than once")
 
@@ -241,14 +243,14 @@ async def test_lost_connection_in_big_body_deferred(primary: RecordingPrimary) -
     big = b"Subject: big\r\n\r\n" + (b"x" * 900 + b"\r\n") * 9000
     [res] = await send([mx(primary)], envelope("bob@nausch.org"), big)
     assert (res.kind, res.status) == ("deferred", "4.4.2")
-    assert res.reply == (
+    assert res.text == (
         "lost connection with mx1.nausch.org[127.0.0.2] while sending message body")
 
 
 async def test_size_over_server_limit_bounces(primary: RecordingPrimary) -> None:
     big = b"Subject: big\r\n\r\n" + b"x" * 10240000
     [res] = await send([mx(primary)], envelope("bob@nausch.org"), big)
-    assert (res.kind, res.status, res.reply) == (
+    assert (res.kind, res.status, res.text) == (
         "bounced", "5.3.4",
         "message size 10240016 exceeds size limit 10240000 of server mx1.nausch.org[127.0.0.2]")
     [session] = await asyncio.to_thread(ended_sessions, primary, 1)
@@ -261,7 +263,7 @@ async def test_timeout_after_final_dot_is_deferred_not_delivered(
     primary.stall_seconds = 2.0
     [res] = await send([mx(primary)], envelope("bob@nausch.org"),
                        cfg=settings(data_done_timeout=0.5))
-    assert (res.kind, res.status, res.reply) == (
+    assert (res.kind, res.status, res.text) == (
         "deferred", "4.4.2",
         "conversation with mx1.nausch.org[127.0.0.2] timed out while sending end of data -- "
         "message may be sent more than once")
@@ -271,7 +273,7 @@ async def test_timeout_after_final_dot_is_deferred_not_delivered(
 async def test_end_of_data_554_bounced(primary: RecordingPrimary) -> None:
     primary.data_reply = "554 5.7.1 message content rejected"
     results = await send([mx(primary)], envelope("a@nausch.org", "b@nausch.org"))
-    assert [(r.kind, r.status, r.reply) for r in results] == [(
+    assert [(r.kind, r.status, r.text) for r in results] == [(
         "bounced", "5.7.1",
         "host mx1.nausch.org[127.0.0.2] said: 554 5.7.1 message content rejected "
         "(in reply to end of DATA command)",
@@ -281,7 +283,7 @@ async def test_end_of_data_554_bounced(primary: RecordingPrimary) -> None:
 async def test_end_of_data_451_deferred(primary: RecordingPrimary) -> None:
     primary.data_reply = "451 4.3.0 queue file write error"
     [res] = await send([mx(primary)], envelope("a@nausch.org"))
-    assert (res.kind, res.status, res.reply) == (
+    assert (res.kind, res.status, res.text) == (
         "deferred", "4.3.0",
         "host mx1.nausch.org[127.0.0.2] said: 451 4.3.0 queue file write error "
         "(in reply to end of DATA command)")
@@ -335,7 +337,7 @@ async def test_more_than_recipient_limit_uses_several_transactions(
 
 async def test_tls_required_but_not_offered(primary: RecordingPrimary) -> None:
     [res] = await send([mx(primary)], envelope("a@nausch.org"), cfg=settings(tls_level="encrypt"))
-    assert (res.kind, res.status, res.reply) == (
+    assert (res.kind, res.status, res.text) == (
         "deferred", "4.7.4", "TLS is required, but was not offered by host "
         "mx1.nausch.org[127.0.0.2]")
     assert primary.messages == []
@@ -386,7 +388,7 @@ async def test_verify_fails_on_wrong_name(cert: tuple[Path, ssl.SSLContext]) -> 
                            cfg=settings(tls_level="verify", tls_cafile=str(crt)))
     finally:
         server.stop()
-    assert (res.kind, res.status, res.reply) == (
+    assert (res.kind, res.status, res.text) == (
         "deferred", "4.7.5",
         "Cannot start TLS: handshake failure with other.nausch.org[127.0.0.2]")
     assert server.messages == []
@@ -457,7 +459,7 @@ async def test_ehlo_rejected_falls_back_to_helo() -> None:
               b"250 2.1.0 Ok", b"250 2.1.5 Ok", b"354 go", b"250 2.0.0 Ok: queued as 1"]
     async with mute_server(script, heard) as port:
         [res] = await send(at(port), envelope("a@nausch.org"), b"x\r\n")
-    assert (res.kind, res.reply) == ("delivered", "250 2.0.0 Ok: queued as 1")
+    assert (res.kind, res.text) == ("delivered", "250 2.0.0 Ok: queued as 1")
     assert heard[:5] == [b"EHLO mx1.tachtler.net", b"HELO mx1.tachtler.net",
                          b"MAIL FROM:<alice@sender.example>", b"RCPT TO:<a@nausch.org>", b"DATA"]
 
@@ -466,7 +468,7 @@ async def test_helo_5xx_bounces_all() -> None:
     script = [b"220 mx ESMTP", b"550 5.7.1 not you", b"550 5.7.1 go away"]
     async with mute_server(script) as port:
         results = await send(at(port), envelope("a@nausch.org", "b@nausch.org"))
-    assert [(r.kind, r.status, r.reply) for r in results] == [(
+    assert [(r.kind, r.status, r.text) for r in results] == [(
         "bounced", "5.7.1",
         "host mx1.nausch.org[127.0.0.2] refused to talk to me: 550 5.7.1 go away",
     )] * 2
@@ -475,7 +477,7 @@ async def test_helo_5xx_bounces_all() -> None:
 async def test_ehlo_421_defers() -> None:
     async with mute_server([b"220 mx ESMTP", b"421 4.7.0 mx closing"]) as port:
         [res] = await send(at(port), envelope("a@nausch.org"))
-    assert (res.kind, res.status, res.reply) == (
+    assert (res.kind, res.status, res.text) == (
         "deferred", "4.7.0",
         "host mx1.nausch.org[127.0.0.2] refused to talk to me: 421 4.7.0 mx closing")
 
@@ -483,7 +485,7 @@ async def test_ehlo_421_defers() -> None:
 async def test_2xx_before_the_final_dot_is_not_delivered() -> None:
     async with mute_server([*UP_TO_DATA, b"250 2.0.0 too early"]) as port:
         [res] = await send(at(port), envelope("a@nausch.org"), BIG)
-    assert (res.kind, res.status, res.reply) == (
+    assert (res.kind, res.status, res.text) == (
         "deferred", "4.5.0",
         "host mx1.nausch.org[127.0.0.2] said 250 2.0.0 too early before the end of data "
         "was sent")
@@ -492,7 +494,7 @@ async def test_2xx_before_the_final_dot_is_not_delivered() -> None:
 async def test_greeting_timeout_deferred() -> None:
     async with mute_server([]) as port:
         [res] = await send(at(port), envelope("a@nausch.org"), cfg=settings(helo_timeout=0.3))
-    assert (res.kind, res.status, res.reply) == (
+    assert (res.kind, res.status, res.text) == (
         "deferred", "4.4.2",
         "conversation with mx1.nausch.org[127.0.0.2] timed out while receiving the initial "
         "server greeting")
@@ -502,7 +504,7 @@ async def test_peer_that_stops_reading_times_out_in_body() -> None:
     async with mute_server(UP_TO_DATA) as port:
         [res] = await send(at(port), envelope("a@nausch.org"), BIG,
                            cfg=settings(data_xfer_timeout=0.3))
-    assert (res.kind, res.status, res.reply) == (
+    assert (res.kind, res.status, res.text) == (
         "deferred", "4.4.2",
         "conversation with mx1.nausch.org[127.0.0.2] timed out while sending message body")
 
@@ -517,7 +519,7 @@ async def test_unexpected_error_defers(
 
     monkeypatch.setattr(Connection, "rcpt_command", broken)
     results = await send([mx(primary)], envelope("a@nausch.org", "b@nausch.org"))
-    assert [(r.kind, r.status, r.reply) for r in results] == [(
+    assert [(r.kind, r.status, r.text) for r in results] == [(
         "deferred", "4.3.0",
         "delivery via mx1.nausch.org[127.0.0.2] failed: RuntimeError('surprise')",
     )] * 2

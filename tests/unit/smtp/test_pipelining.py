@@ -12,7 +12,8 @@ from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
 from backupmx.envelope import Envelope, Recipient
-from backupmx.smtp.client import RcptResult, _Attempt
+from backupmx.outcome import Outcome, Stage
+from backupmx.smtp.client import _Attempt
 from backupmx.smtp.nexthop import Server
 from backupmx.smtp.session import (
     ClientSettings,
@@ -153,12 +154,12 @@ async def test_each_rcpt_reply_goes_to_its_recipient() -> None:
     accepted = await a._envelope(SERVER, [0, 1, 2, 3], MAIL, rcpts, source)
     assert accepted == [0, 3]
     assert a.done == {
-        1: RcptResult("later@nausch.org", "deferred", "host mx1.nausch.org[127.0.0.2] said: "
-                      "450 4.2.0 try later (in reply to RCPT TO command)", "4.2.0", RELAY,
-                      "smtp; 450 4.2.0 try later"),
-        2: RcptResult("gone@nausch.org", "bounced", "host mx1.nausch.org[127.0.0.2] said: "
-                      "550 5.1.1 unknown (in reply to RCPT TO command)", "5.1.1", RELAY,
-                      "smtp; 550 5.1.1 unknown"),
+        1: Outcome("deferred", "4.2.0", "host mx1.nausch.org[127.0.0.2] said: "
+                   "450 4.2.0 try later (in reply to RCPT TO command)", Stage.RECIPIENT, RELAY,
+                   "smtp; 450 4.2.0 try later"),
+        2: Outcome("bounced", "5.1.1", "host mx1.nausch.org[127.0.0.2] said: "
+                   "550 5.1.1 unknown (in reply to RCPT TO command)", Stage.RECIPIENT, RELAY,
+                   "smtp; 550 5.1.1 unknown"),
     }
 
 

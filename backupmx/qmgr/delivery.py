@@ -1,0 +1,83 @@
+"""The deliverer: next hop (transport_maps, relayhost, MX) and SMTP, as outcomes.
+
+Every way a destination's recipients can end here (a table that cannot be read, an
+``error:``/``retry:``/``discard:`` transport, no route, an SMTP attempt) comes back
+as one :class:`~backupmx.outcome.Outcome` per recipient; nothing is logged or decided
+here beyond that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
+from backupmx.outcome import Outcome, Stage
+from backupmx.qmgr.ports import Delivery
+from backupmx.smtp.client import ClientSettings, ConnectionPool, deliver
+from backupmx.smtp.nexthop import RouteError, route, servers_for
+
+if TYPE_CHECKING:
+    from backupmx.services import Services
+
+
+class SmtpDeliverer:
+    """Delivery with the running configuration (``services`` gives the current one)."""
+
+    def __init__(self, services: Callable[[], Services], port: Callable[[], int],
+                 pool: ConnectionPool) -> None:
+        self.services = services
+        self.port = port
+        self.pool = pool
+        self._settings: tuple[Services, ClientSettings] | None = None
+
+    def client_settings(self) -> ClientSettings:
+        """The delivery settings of the running configuration (built once per reload)."""
+        svc = self.services()
+        if self._settings is not None and self._settings[0] is svc:
+            return self._settings[1]
+        settings = ClientSettings.from_config(svc.cfg)
+        self._settings = (svc, settings)
+        return settings
+
+    async def close(self) -> None:
+        await self.pool.close_all()
+
+    async def deliver(self, env: Envelope, domain: str, rcpts: list[Recipient],
+                      content: Callable[[], bytes]) -> Delivery:
+        svc = self.services()
+        cfg = svc.cfg
+
+        def all_(kind: str, status: str, text: str, stage: Stage) -> Delivery:
+            return Delivery([Outcome(kind, status, text, stage)] * len(rcpts), [])
+
+        try:
+            tables = [svc.maps.get(spec) for spec in cfg.list("transport_maps")]
+            transport, hop = route(rcpts[0].address, tables, cfg.list("relayhost"))
+        except Exception as e:
+            return all_(DEFERRED, "4.3.0", f"transport_maps lookup failure: {e}", Stage.LOCAL)
+        if transport == "error":
+            return all_(BOUNCED, "5.0.0", str(hop or "mail for this destination is refused"),
+                        Stage.TRANSPORT)
+        if transport == "retry":
+            return all_(DEFERRED, "4.0.0", str(hop or "delivery deferred by transport_maps"),
+                        Stage.TRANSPORT)
+        if transport == "discard":
+            return all_(DELIVERED, "2.0.0", "discarded by transport_maps", Stage.TRANSPORT)
+        assert not isinstance(hop, str)
+        try:
+            servers = await servers_for(
+                domain,
+                hop,
+                resolver=svc.resolver,
+                port=self.port(),
+                is_myself=lambda ip, port: svc.is_own_ip(ip),
+                mx_address_limit=cfg.int("smtp_mx_address_limit"),
+            )
+        except RouteError as e:
+            return Delivery([e.outcome] * len(rcpts), [])
+        outcomes = await deliver(
+            servers, env.sender, rcpts, content(), env=env, settings=self.client_settings(),
+            pool=self.pool,
+        )
+        return Delivery(outcomes, servers)
