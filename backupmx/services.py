@@ -267,12 +267,6 @@ def warnings(svc: Services) -> list[ConfigIssue]:
                 "domain can name this host as its MX and relay through it",
             )
         )
-    if not cfg.bool("smtpd_delay_reject"):
-        out.append(ConfigIssue(
-            cfg.path, cfg.line_of("smtpd_delay_reject") or 0,
-            "warning: smtpd_delay_reject = no is not supported: the client, HELO and sender "
-            "restrictions are applied at each RCPT TO, as with yes",
-        ))
     out += _verify_order_warnings(svc)
     return out
 

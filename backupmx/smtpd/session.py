@@ -20,7 +20,7 @@ from backupmx.log import log
 from backupmx.policy.request import new_instance
 from backupmx.queue.ids import new_id
 from backupmx.queue.store import SpoolError
-from backupmx.reply import Reply
+from backupmx.reply import Reply, make_reply
 from backupmx.restrictions import dnsbl
 from backupmx.restrictions.access import MessageActions
 from backupmx.restrictions.addresses import unverified_name
@@ -532,8 +532,8 @@ class Session:
             if verdict is None:
                 res = svc.resolve(rcpt)
                 if res.local and not res.routed and not discard:
-                    verdict_reply = Reply(
-                        550, "5.1.1",
+                    verdict_reply = make_reply(
+                        cfg.int("unknown_local_recipient_reject_code"), "5.1.1",
                         f"<{rcpt}>: Recipient address rejected: "
                         "User unknown in local recipient table",
                     )
