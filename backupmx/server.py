@@ -56,6 +56,10 @@ class Server(SmtpdHost):
     def release(self, session: Session) -> None:
         self.anvil.release(session)
 
+    async def request_rate(self, kind: str, session: Session) -> int:
+        return self.anvil.request(kind, session.ctx.client_ip,
+                                  self.svc.cfg.time("anvil_rate_time_unit"))
+
     def admit_peer(self, peer: SimpleNamespace) -> dict[str, object]:
         """A worker's client: over the global session ceiling, over an anvil limit, or in."""
         ceiling = self.svc.cfg.int("smtpd_max_sessions")

@@ -67,6 +67,15 @@ class Transaction:
     rcpt_count: int = 0  # RCPT commands seen, accepted or not
 
 
+#: anvil's request rates (anvil.REQUESTS): limit parameter, what the log says, reply text
+_RATES = {
+    "mail": ("smtpd_client_message_rate_limit", "Message delivery request",
+             "too much mail from"),
+    "rcpt": ("smtpd_client_recipient_rate_limit", "Recipient address",
+             "too many recipients from"),
+}
+
+
 def ceiling_reply(session: Session, ceiling: int) -> str:
     """The 421 for a client beyond smtpd_max_sessions (logged)."""
     log.warning("smtpd", f"too many sessions ({ceiling}): refusing {session.ctx.client_ip}")
@@ -147,6 +156,22 @@ class Session:
         if verdict.disconnect:
             raise Disconnect()
         return False
+
+    async def _over_rate(self, kind: str) -> bool:
+        """A MAIL or RCPT over its per-client rate limit: log, 450 and True (Postfix's anvil)."""
+        param, what, text = _RATES[kind]
+        svc = self.svc
+        limit = svc.cfg.int(param)
+        if not limit or svc.event_limit_exceptions.match(self.ctx.client_ip,
+                                                         self.ctx.client_name):
+            return False
+        rate = await self.server.request_rate(kind, self)
+        if rate <= limit:
+            return False
+        log.warning("smtpd", f"{what} rate limit exceeded: {rate} from {self.ctx.client} "
+                    "for service smtp")
+        await self.send(f"450 4.7.1 Error: {text} {self.ctx.client_ip}")
+        return True
 
     # --- the session loop ----------------------------------------------------------
     async def run(self) -> None:
@@ -410,6 +435,8 @@ class Session:
         if arg[:5].upper() != "FROM:":
             await self.send("501 5.5.4 Syntax: MAIL FROM:<address>")
             return False
+        if await self._over_rate("mail"):
+            return False
         try:
             parsed = addr.parse_path(arg[5:], strict=cfg.bool("strict_rfc821_envelopes"))
         except addr.AddressSyntaxError:
@@ -477,6 +504,8 @@ class Session:
             return False
         if arg[:3].upper() != "TO:":
             await self.send("501 5.5.4 Syntax: RCPT TO:<address>")
+            return False
+        if await self._over_rate("rcpt"):
             return False
         try:
             parsed = addr.parse_path(arg[3:], strict=cfg.bool("strict_rfc821_envelopes"))
@@ -579,6 +608,8 @@ class Session:
             return False
         if not arg:
             await self.send("501 5.5.4 Syntax: VRFY address [SMTPUTF8]")
+            return False
+        if await self._over_rate("rcpt"):
             return False
         try:
             parsed = addr.parse_path(arg)

@@ -210,6 +210,47 @@ def test_connection_rate_limit(backupmx_factory):
     served(mx, "127.0.0.6")
 
 
+def test_message_rate_limit(backupmx_factory, primary):
+    mx = backupmx_factory(
+        SEED + "smtpd_client_message_rate_limit = 2\nanvil_rate_time_unit = 60s\n"
+    )
+    c = session(mx)
+    for _ in range(2):
+        assert c.cmd("MAIL FROM:<sender@sender.example>") == "250 2.1.0 Ok"
+        assert c.cmd("RSET") == "250 2.0.0 Ok"
+    assert c.cmd("MAIL FROM:<sender@sender.example>") == (
+        "450 4.7.1 Error: too much mail from 127.0.0.5")
+    c.close()
+    mx.wait_log(r"smtpd\[\d+\]: warning: Message delivery request rate limit exceeded: 3 from "
+                r"client\.example\.net\[127\.0\.0\.5\] for service smtp$")
+    again = send(mx, "sender@sender.example", ["alice@nausch.org"], message())
+    assert again.mail == (450, b"4.7.1 Error: too much mail from 127.0.0.5")  # also refused
+    # another client, and smtpd_client_event_limit_exceptions ($mynetworks), are not limited
+    assert send(mx, "sender@sender.example", ["alice@nausch.org"], source="127.0.0.6").mail == (
+        250, b"2.1.0 Ok")
+    for _ in range(3):
+        assert send(mx, "me@tachtler.net", [], source="127.0.0.1").mail == (250, b"2.1.0 Ok")
+    assert primary.messages == []
+
+
+def test_recipient_rate_limit(backupmx_factory, primary):
+    mx = backupmx_factory(
+        SEED + "smtpd_client_recipient_rate_limit = 2\nanvil_rate_time_unit = 60s\n"
+    )
+    out = send(mx, "sender@sender.example",
+               ["alice@nausch.org", "bob@nausch.org", "carol@nausch.org"], message())
+    assert out.rcpts == [(250, b"2.1.5 Ok"), (250, b"2.1.5 Ok"),
+                         (450, b"4.7.1 Error: too many recipients from 127.0.0.5")]
+    mx.wait_log(r"smtpd\[\d+\]: warning: Recipient address rate limit exceeded: 3 from "
+                r"client\.example\.net\[127\.0\.0\.5\] for service smtp$")
+    got = primary.wait_for(1)[0]
+    assert got.rcpts == ["alice@nausch.org", "bob@nausch.org"]
+    c = session(mx)
+    assert c.cmd("VRFY dave@nausch.org") == "450 4.7.1 Error: too many recipients from 127.0.0.5"
+    c.close()
+    mx.wait_log(r"Recipient address rate limit exceeded: 4 from ")
+
+
 def test_global_session_ceiling_answers_421(backupmx_factory):
     mx = backupmx_factory(SEED + "smtpd_max_sessions = 3\n")
     held = [session(mx, f"127.0.0.{20 + i}") for i in range(3)]
