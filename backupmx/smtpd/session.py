@@ -42,6 +42,16 @@ _COMMANDS = {
     "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP",
     "ETRN", "STARTTLS", "AUTH", "BDAT", "EXPN",
 }
+#: commands that may only come last in a PIPELINING group (RFC 2920)
+_GROUP_LAST = {"HELO", "EHLO", "DATA", "NOOP", "VRFY"}
+_ESCAPES = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r",
+            92: "\\\\"}
+_SYNC_ERROR = "554 5.5.0 Error: SMTP protocol synchronization"
+
+
+def _escape(data: bytes) -> str:
+    """Client bytes for a log line as Postfix's escape() writes them: C escapes, else octal."""
+    return "".join(_ESCAPES.get(b) or (chr(b) if 32 <= b < 127 else f"\\{b:03o}") for b in data)
 
 
 def _disk_full(e: SpoolError) -> bool:
@@ -173,6 +183,19 @@ class Session:
         await self.send(f"450 4.7.1 Error: {text} {self.ctx.client_ip}")
         return True
 
+    def _pipelined(self) -> bool:
+        """Input waiting where none may be (smtpd_flag_ill_pipelining): flag and log, once.
+
+        The flag is what reject_unauth_pipelining looks at; with
+        smtpd_forbid_unauth_pipelining the caller ends the session instead.
+        """
+        if self.ctx.illegal_pipelining or not self.conn.pending():
+            return False
+        self.ctx.illegal_pipelining = True
+        log.info("smtpd", f"improper command pipelining after {self.last_cmd} from "
+                 f"{self.ctx.client}: {_escape(bytes(self.conn.buf[:100]))}")
+        return True
+
     # --- the session loop ----------------------------------------------------------
     async def run(self) -> None:
         svc = self.svc
@@ -210,6 +233,9 @@ class Session:
             refusal = await self.server.admit(self)
             if refusal:
                 self.conn.reply(refusal)
+                return
+            if self._pipelined() and cfg.bool("smtpd_forbid_unauth_pipelining"):
+                self.conn.reply(_SYNC_ERROR)  # it spoke before the greeting
                 return
             self.conn.reply(f"220 {cfg.str('smtpd_banner')}")
             await self._loop()
@@ -285,8 +311,11 @@ class Session:
                 await self.send("500 5.5.2 Error: command not recognized")
                 continue
             self.last_cmd = cmd
-            if cmd in ("HELO", "EHLO", "DATA", "NOOP", "VRFY") and self.conn.pending():
-                self.ctx.illegal_pipelining = True
+            if (self.ctx.protocol != "ESMTP" or cmd in _GROUP_LAST) and self._pipelined() \
+                    and cfg.bool("smtpd_forbid_unauth_pipelining"):
+                self._count(cmd, False)
+                self.conn.reply(_SYNC_ERROR)
+                return
             try:
                 ok = await handler(arg.strip())
             except Disconnect:
