@@ -37,6 +37,7 @@ LIST_PARAMS = {
     "relay": "smtpd_relay_restrictions",
     "recipient": "smtpd_recipient_restrictions",
     "data": "smtpd_data_restrictions",
+    "end_of_data": "smtpd_end_of_data_restrictions",
     "etrn": "smtpd_etrn_restrictions",
 }
 

@@ -710,6 +710,13 @@ class Session:
             content, problem = await self._read_data(cfg)
         finally:
             self.in_data = False
+        if problem is None and svc.lists["end_of_data"].steps:
+            verdict = await self._end_of_data(len(content))
+            if verdict is not None:
+                try:
+                    return await self._refuse("END-OF-MESSAGE", verdict, self.ctx.recipient)
+                finally:
+                    self._reset()
         assert tx.queue_id is not None
         qid = tx.queue_id
         prepend = "".join(f"{h}\r\n" for h in self.ctx.prepend)
@@ -771,6 +778,16 @@ class Session:
         self.errors = 0
         await self.send(f"250 2.0.0 Ok: queued as {qid}")
         return True
+
+    async def _end_of_data(self, size: int) -> Verdict | None:
+        """smtpd_end_of_data_restrictions, once the whole message is in and before it is
+        stored: the rejecting verdict, else None. The size is the one received."""
+        self.ctx.size = size
+        self.ctx.state = "END-OF-MESSAGE"
+        svc = self.svc
+        verdict = await evaluate([("end_of_data", svc.lists["end_of_data"])], self.ctx, svc,
+                                 EvalState())
+        return verdict if verdict is not None and verdict.reply is not None else None
 
     def _protocol_name(self, tx: Transaction) -> str:
         """SMTP, ESMTP or UTF8SMTP, with an S appended for a TLS session (RFC 3848)."""
