@@ -79,8 +79,9 @@ def test_a_reject_after_the_dot_answers_the_dot_and_queues_nothing(backupmx_fact
 
 
 def test_the_policy_service_sees_the_size_received(backupmx_factory, primary, policy):
+    port = policy.server_address[1]
     mx = backupmx_factory(SEED + "smtpd_end_of_data_restrictions = "
-                                 f"check_policy_service inet:127.0.0.1:{policy.server_address[1]}\n")
+                                 f"check_policy_service inet:127.0.0.1:{port}\n")
     small = message("small")
     big = message("big", body="x" * 400 + "\r\n")
     ok = send(mx, "sender@sender.example", ["alice@nausch.org", "bob@nausch.org"], small)
@@ -95,7 +96,8 @@ def test_the_policy_service_sees_the_size_received(backupmx_factory, primary, po
     ]
     # no to=: the restriction is about all recipients alike, as Postfix logs it
     mx.wait_log(rf"reject: END-OF-MESSAGE from {CLIENT}: 554 5.3.4 <END-OF-MESSAGE>: "
-                r"End-of-data rejected: Message too big for this policy; from=<sender@sender\.example> proto=ESMTP helo=<client\.example\.net>$")
+                r"End-of-data rejected: Message too big for this policy; "
+                r"from=<sender@sender\.example> proto=ESMTP helo=<client\.example\.net>$")
     got = primary.wait_for(1)
     assert [m.rcpts for m in got] == [["alice@nausch.org", "bob@nausch.org"]]
     assert b"Subject: small" in got[0].data
