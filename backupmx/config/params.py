@@ -387,9 +387,10 @@ _TABLE: tuple[Param, ...] = (
     _l("fast_flush_domains", "$relay_domains", "Domains whose mail ETRN may flush"),
     # server limits
     _z("message_size_limit", "10240000", "Largest accepted message in bytes; 0 is no limit"),
-    _i("smtpd_recipient_limit", "1000", "Recipients accepted per message"),
-    _no(_i("smtpd_recipient_overshoot_limit", "1000", "Excess recipients not counted as "
-           "errors"), "every RCPT beyond smtpd_recipient_limit counts as an error"),
+    _i("smtpd_recipient_limit", "1000", "RCPT commands per message (refused or not); 0 is no "
+       "limit"),
+    _i("smtpd_recipient_overshoot_limit", "1000", "RCPTs beyond smtpd_recipient_limit that "
+       "are refused with 452 without counting as errors"),
     _t("smtpd_timeout", "300s", "s", "Idle limit while reading from or writing to a client"),
     _b("smtpd_per_record_deadline", "yes", "smtpd_timeout bounds the receipt of a whole command "
        "or content line, not each read (backupmx default yes, against slowloris)"),
@@ -404,8 +405,8 @@ _TABLE: tuple[Param, ...] = (
     _i("smtpd_hard_error_limit", "20", "Errors after which a client is disconnected"),
     _i("smtpd_soft_error_limit", "10", "Errors after which every reply is delayed"),
     _t("smtpd_error_sleep_time", "1s", "s", "That delay"),
-    _no(_i("smtpd_junk_command_limit", "100", "HELO, NOOP, RSET ... beyond this count as "
-           "errors"), "HELO, NOOP, RSET ... never count as errors"),
+    _i("smtpd_junk_command_limit", "100", "HELO, EHLO, RSET, NOOP, VRFY and ETRN beyond this "
+       "many (plus one) since the last message each count as an error"),
     _i("smtpd_client_connection_count_limit", "50", "Simultaneous connections per client; 0 is "
        "no limit"),
     _i("smtpd_client_connection_rate_limit", "0", "Connections per client per "

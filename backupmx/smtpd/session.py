@@ -44,6 +44,9 @@ _COMMANDS = {
 }
 #: commands that may only come last in a PIPELINING group (RFC 2920)
 _GROUP_LAST = {"HELO", "EHLO", "DATA", "NOOP", "VRFY"}
+#: commands that count towards smtpd_junk_command_limit
+_JUNK = {"HELO", "EHLO", "RSET", "NOOP", "VRFY", "ETRN"}
+_TOO_MANY_RCPTS = "452 4.5.3 Error: too many recipients"
 _ESCAPES = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r",
             92: "\\\\"}
 _SYNC_ERROR = "554 5.5.0 Error: SMTP protocol synchronization"
@@ -75,6 +78,7 @@ class Transaction:
     recipients: list[Recipient] = field(default_factory=list)
     queue_id: str | None = None
     rcpt_count: int = 0  # RCPT commands seen, accepted or not
+    overshoot: int = 0  # of them beyond smtpd_recipient_limit
 
 
 #: anvil's request rates (anvil.REQUESTS): limit parameter, what the log says, reply text
@@ -111,6 +115,7 @@ class Session:
         )
         self.tx: Transaction | None = None
         self.errors = 0
+        self.junk = 0  # HELO, NOOP, RSET ... since the last message (smtpd_junk_command_limit)
         self.counts: dict[str, list[int]] = {}
         self.last_cmd = "CONNECT"
         self.in_data = False
@@ -322,6 +327,10 @@ class Session:
                 self._count(cmd, False)  # it ended the session: failed, as Postfix counts it
                 raise
             self._count(cmd, bool(ok))
+            if cmd in _JUNK:
+                if self.junk > cfg.int("smtpd_junk_command_limit"):
+                    self.errors += 1
+                self.junk += 1
             if cmd == "QUIT":
                 return
 
@@ -570,8 +579,13 @@ class Session:
                 await self.send(f"555 5.5.4 Unsupported option: {p}")
                 return False
         tx.rcpt_count += 1
-        if tx.rcpt_count > cfg.int("smtpd_recipient_limit"):
-            await self.send("452 4.5.3 Error: too many recipients")
+        limit = cfg.int("smtpd_recipient_limit")
+        if limit and tx.rcpt_count > limit:
+            tx.overshoot += 1
+            if tx.overshoot <= cfg.int("smtpd_recipient_overshoot_limit"):
+                self.conn.reply(_TOO_MANY_RCPTS)  # not an error: a big list is no attack
+                return True
+            await self.send(_TOO_MANY_RCPTS)
             return False
         self.ctx.recipient = rcpt
         self.ctx.state = "RCPT"
@@ -775,7 +789,7 @@ class Session:
             "(queue active)",
         )
         self.server.qmgr.submit(env, stored)
-        self.errors = 0
+        self.errors = self.junk = 0
         await self.send(f"250 2.0.0 Ok: queued as {qid}")
         return True
 

@@ -65,6 +65,46 @@ def test_recipient_limit(backupmx_factory):
     served(mx)
 
 
+def test_recipients_beyond_the_limit_are_no_errors_up_to_the_overshoot_limit(
+        backupmx_factory, primary):
+    mx = backupmx_factory(SEED + "smtpd_recipient_limit = 2\nsmtpd_recipient_overshoot_limit = 2\n"
+                                 "smtpd_hard_error_limit = 2\n")
+    c = session(mx)
+    assert c.cmd("MAIL FROM:<s@sender.example>") == "250 2.1.0 Ok"
+    replies = [c.cmd(f"RCPT TO:<u{i}@nausch.org>") for i in range(5)]
+    assert replies == ["250 2.1.5 Ok"] * 2 + ["452 4.5.3 Error: too many recipients"] * 3
+    assert c.cmd("DATA") == "354 End data with <CR><LF>.<CR><LF>"  # one error so far, not two
+    assert c.cmd(message() + b".\r\n").startswith("250 2.0.0 Ok: queued as ")
+    assert c.cmd("QUIT") == "221 2.0.0 Bye"
+    c.close()
+    assert primary.wait_for(1)[0].rcpts == ["u0@nausch.org", "u1@nausch.org"]
+    mx.wait_log(r"disconnect from client\.example\.net\[127\.0\.0\.5\] ehlo=1 mail=1 "
+                r"rcpt=4/5 data=1 quit=1 commands=8/9$")
+
+
+def test_junk_commands_beyond_the_limit_count_as_errors(backupmx_factory, primary):
+    mx = backupmx_factory(SEED + "smtpd_junk_command_limit = 2\nsmtpd_hard_error_limit = 3\n")
+    c = session(mx)  # EHLO is the first junk command
+    for _ in range(5):  # the 4th, 5th and 6th are one error each
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    assert c.reply() == f"421 4.7.0 {HOST} Error: too many errors"
+    assert c.closed()
+    c.close()
+    mx.wait_log(r"too many errors after NOOP from client\.example\.net\[127\.0\.0\.5\]")
+    # a delivered message forgives the errors and the junk commands so far
+    c = session(mx)
+    for _ in range(4):
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    assert c.cmd("MAIL FROM:<s@sender.example>") == "250 2.1.0 Ok"
+    assert c.cmd("RCPT TO:<alice@nausch.org>") == "250 2.1.5 Ok"
+    assert c.cmd("DATA").startswith("354 ")
+    assert c.cmd(message() + b".\r\n").startswith("250 2.0.0 Ok: queued as ")
+    for _ in range(5):
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    assert c.cmd("QUIT") == "221 2.0.0 Bye"
+    c.close()
+
+
 def test_long_command_line_unknown_command_and_http(backupmx_factory):
     mx = backupmx_factory(SEED)
     c = session(mx)
