@@ -200,7 +200,8 @@ _TABLE: tuple[Param, ...] = (
        "permit_mx_backup is in the default, unlike Postfix)"),
     _l("smtpd_recipient_restrictions", "", "Restrictions on RCPT TO"),
     _l("smtpd_data_restrictions", "", "Restrictions on the DATA command"),
-    _l("smtpd_end_of_data_restrictions", "", "Restrictions after the end of message data"),
+    _l("smtpd_end_of_data_restrictions", "", "Restrictions after the end of message data, "
+       "before it is stored"),
     _l("smtpd_etrn_restrictions", "", "Restrictions on the ETRN command"),
     _no(_b("smtpd_delay_reject", "yes", "Client, HELO and sender rejects wait for RCPT TO"),
         "the client, HELO and sender restrictions are applied at each RCPT TO, as with yes",
@@ -411,9 +412,9 @@ _TABLE: tuple[Param, ...] = (
        "no limit"),
     _i("smtpd_client_connection_rate_limit", "0", "Connections per client per "
        "anvil_rate_time_unit; 0 is no limit"),
-    _i("smtpd_client_message_rate_limit", "0", "Messages per client per anvil_rate_time_unit; "
-       "0 is no limit"),
-    _i("smtpd_client_recipient_rate_limit", "0", "Recipients per client per "
+    _i("smtpd_client_message_rate_limit", "0", "MAIL commands per client per "
+       "anvil_rate_time_unit; 0 is no limit"),
+    _i("smtpd_client_recipient_rate_limit", "0", "RCPT and VRFY commands per client per "
        "anvil_rate_time_unit; 0 is no limit"),
     _l("smtpd_client_event_limit_exceptions", "$mynetworks", "Clients exempt from the "
        "per-client limits"),
@@ -427,8 +428,8 @@ _TABLE: tuple[Param, ...] = (
        "smtpd_forbid_bare_newline = reject"),
     _l("smtpd_forbid_bare_newline_exclusions", "$mynetworks", "Clients exempt from "
        "smtpd_forbid_bare_newline"),
-    _b("smtpd_forbid_unauth_pipelining", "no", "Disconnect clients that pipeline without "
-       "PIPELINING"),
+    _b("smtpd_forbid_unauth_pipelining", "no", "Answer 554 5.5.0 and disconnect a client that "
+       "sends input ahead where RFC 2920 allows none (Postfix 3.9's default is yes)"),
     _b("disable_vrfy_command", "no", "Refuse the VRFY command"),
     _b("strict_rfc821_envelopes", "no", "Require <address> with nothing else in MAIL FROM and "
        "RCPT TO"),

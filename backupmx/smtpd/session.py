@@ -50,6 +50,13 @@ _TOO_MANY_RCPTS = "452 4.5.3 Error: too many recipients"
 _ESCAPES = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r",
             92: "\\\\"}
 _SYNC_ERROR = "554 5.5.0 Error: SMTP protocol synchronization"
+#: anvil's request rates (anvil.REQUESTS): limit parameter, what the log says, reply text
+_RATES = {
+    "mail": ("smtpd_client_message_rate_limit", "Message delivery request",
+             "too much mail from"),
+    "rcpt": ("smtpd_client_recipient_rate_limit", "Recipient address",
+             "too many recipients from"),
+}
 
 
 def _escape(data: bytes) -> str:
@@ -80,14 +87,6 @@ class Transaction:
     rcpt_count: int = 0  # RCPT commands seen, accepted or not
     overshoot: int = 0  # of them beyond smtpd_recipient_limit
 
-
-#: anvil's request rates (anvil.REQUESTS): limit parameter, what the log says, reply text
-_RATES = {
-    "mail": ("smtpd_client_message_rate_limit", "Message delivery request",
-             "too much mail from"),
-    "rcpt": ("smtpd_client_recipient_rate_limit", "Recipient address",
-             "too many recipients from"),
-}
 
 
 def ceiling_reply(session: Session, ceiling: int) -> str:
