@@ -95,6 +95,16 @@ def test_check_names_each_parameter_that_is_not_supported(tmp_path):
     assert res.stdout == f"{tmp_path}/main.cf: configuration OK\n"
 
 
+def test_serve_logs_what_check_warns_of(backupmx_factory):
+    mx = backupmx_factory("notify_classes = resource, software\n")
+    n = next(i for i, text in enumerate(mx.config_text.splitlines(), 1)
+             if text.startswith("notify_classes"))
+    line = mx.wait_log(r"master\[\d+\]: warning: .*notify_classes.*$").group(0)
+    assert line.endswith(f"master[{mx.proc.pid}]: warning: {mx.config_file}:{n}: "
+                         "notify_classes is not supported: no notices are sent to postmaster; "
+                         "problems are logged")
+
+
 def test_check_is_quiet_about_the_values_backupmx_has(tmp_path):
     """A Postfix main.cf says inet_interfaces = all; that is what backupmx does anyway."""
     res = check(tmp_path, "smtpd_recipient_restrictions = reject_unauth_destination\n"
