@@ -1,9 +1,12 @@
-"""Per-client connection limits: simultaneous count and rate (Postfix's anvil).
+"""Per-client limits: simultaneous connections and request rates (Postfix's anvil).
 
 ``smtpd_client_connection_count_limit`` bounds open sessions per client IP,
 ``smtpd_client_connection_rate_limit`` new sessions per client IP within
-``anvil_rate_time_unit``.  Every connection attempt counts towards the rate,
-also a refused one, as in Postfix: a client hammering the port stays refused.
+``anvil_rate_time_unit``, and ``smtpd_client_message_rate_limit`` and
+``smtpd_client_recipient_rate_limit`` its MAIL and RCPT (and VRFY) requests within that
+unit.  Every attempt counts towards a rate, also a refused one, as in Postfix: a
+client hammering the port stays refused.  The counts live in the master, so that
+they hold for all smtpd workers together.
 """
 
 from __future__ import annotations
@@ -31,10 +34,15 @@ class Session(Protocol):
 _PRUNE_AT = 10000
 
 
+#: the request kinds counted by :meth:`Anvil.request`: MAIL, and RCPT or VRFY
+REQUESTS = ("mail", "rcpt")
+
+
 class Anvil:
     def __init__(self) -> None:
         self.count: dict[str, int] = {}
         self.rate: dict[str, deque[float]] = {}
+        self.requests: dict[str, dict[str, deque[float]]] = {k: {} for k in REQUESTS}
         self._counted: set[int] = set()
 
     @property
@@ -51,23 +59,15 @@ class Anvil:
         cfg = svc.cfg
         count_limit = cfg.int("smtpd_client_connection_count_limit")
         rate_limit = cfg.int("smtpd_client_connection_rate_limit")
-        rate = self._connect_rate(ip, cfg.time("anvil_rate_time_unit"), now) if rate_limit else 0
+        rate = _rate(self.rate, ip, cfg.time("anvil_rate_time_unit"), now) if rate_limit else 0
         over = (count_limit and n > count_limit) or (rate_limit and rate > rate_limit)
         if over and not self._exempt(ip, session, svc):
             return f"too many connections from {ip}"
         return None
 
-    def _connect_rate(self, ip: str, unit: float, now: float | None) -> int:
-        """Record a connection from ``ip``; how many it made within the last ``unit``."""
-        t = time.monotonic() if now is None else now
-        if len(self.rate) >= _PRUNE_AT:
-            for key in [k for k, q in self.rate.items() if not q or q[-1] <= t - unit]:
-                del self.rate[key]
-        q = self.rate.setdefault(ip, deque())
-        while q and q[0] <= t - unit:
-            q.popleft()
-        q.append(t)
-        return len(q)
+    def request(self, kind: str, ip: str, unit: float, now: float | None = None) -> int:
+        """Count a request of ``kind`` (REQUESTS) from ``ip``; how many within ``unit``."""
+        return _rate(self.requests[kind], ip, unit, now)
 
     def _exempt(self, ip: str, session: Session, svc: Services) -> bool:
         return svc.event_limit_exceptions.match(ip, session.ctx.client_name)
@@ -82,3 +82,16 @@ class Anvil:
             self.count.pop(ip, None)
         else:
             self.count[ip] = n
+
+
+def _rate(table: dict[str, deque[float]], ip: str, unit: float, now: float | None) -> int:
+    """Record an event from ``ip`` in ``table``; how many it had within the last ``unit``."""
+    t = time.monotonic() if now is None else now
+    if len(table) >= _PRUNE_AT:
+        for key in [k for k, q in table.items() if not q or q[-1] <= t - unit]:
+            del table[key]
+    q = table.setdefault(ip, deque())
+    while q and q[0] <= t - unit:
+        q.popleft()
+    q.append(t)
+    return len(q)

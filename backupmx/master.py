@@ -7,10 +7,11 @@ accepts first, so a busy worker takes fewer.  Each worker writes the messages it
 into the shared spool itself and then announces them here; the master delivers.
 
 What must be counted across all sessions stays in the master, as in Postfix: anvil
-(connection count and rate per client, and the session ceiling) and the verify service
-(one cache, one probe per address however many workers ask).  A worker that dies is
-replaced; messages it had made durable but not yet announced are found in the spool by
-their queue IDs, which carry the worker's slot (backupmx/queue/ids.py).
+(connection count and rate, MAIL and RCPT rates per client, and the session ceiling)
+and the verify service (one cache, one probe per address however many workers ask).
+A worker that dies is replaced; messages it had made durable but not yet announced are
+found in the spool by their queue IDs, which carry the worker's slot
+(backupmx/queue/ids.py).
 """
 
 from __future__ import annotations
@@ -164,6 +165,9 @@ class Supervisor:
             gone = w.peers.pop(int(msg["key"]), None)
             if gone is not None:
                 server.anvil.release(gone)
+        elif kind == "rate":
+            unit = server.svc.cfg.time("anvil_rate_time_unit")
+            return {"rate": server.anvil.request(str(msg["kind"]), str(msg["ip"]), unit)}
         elif kind == "verify":
             return self._verify(msg)
         else:

@@ -58,6 +58,10 @@ class Server(SmtpdHost):
     def release(self, session: Session) -> None:
         self.anvil.release(session)
 
+    async def request_rate(self, kind: str, session: Session) -> int:
+        return self.anvil.request(kind, session.ctx.client_ip,
+                                  self.svc.cfg.time("anvil_rate_time_unit"))
+
     def admit_peer(self, peer: SimpleNamespace) -> dict[str, object]:
         """A worker's client: over the global session ceiling, over an anvil limit, or in."""
         ceiling = self.svc.cfg.int("smtpd_max_sessions")
@@ -173,6 +177,8 @@ class Server(SmtpdHost):
 async def serve(cfg: config.Config) -> int:
     svc = services.build(cfg)
     configure_logging(cfg)
+    for issue in cfg.warnings + services.warnings(svc):  # what `check` warns of, for the log
+        log.warning("master", str(issue).replace(": warning: ", ": ", 1))
     server = Server(cfg, svc)
     try:
         await server.start()

@@ -41,6 +41,7 @@ LIST_PARAMS = {
     "relay": "smtpd_relay_restrictions",
     "recipient": "smtpd_recipient_restrictions",
     "data": "smtpd_data_restrictions",
+    "end_of_data": "smtpd_end_of_data_restrictions",
     "etrn": "smtpd_etrn_restrictions",
 }
 
@@ -335,12 +336,6 @@ def warnings(svc: Services) -> list[ConfigIssue]:
                 "domain can name this host as its MX and relay through it",
             )
         )
-    if not cfg.bool("smtpd_delay_reject"):
-        out.append(ConfigIssue(
-            cfg.path, cfg.line_of("smtpd_delay_reject") or 0,
-            "warning: smtpd_delay_reject = no is not supported: the client, HELO and sender "
-            "restrictions are applied at each RCPT TO, as with yes",
-        ))
     out += _verify_order_warnings(svc)
     if svc.own_names:
         line = cfg.line_of("proxy_interfaces") or 0

@@ -3,10 +3,17 @@
 `check`, the reference documentation and the code all read this table, so a parameter
 exists exactly when it is declared here. Defaults are Postfix 3.7's (at a modern
 compatibility level) except where backupmx deliberately differs, which the doc line says.
+
+A Postfix parameter that backupmx accepts (so that a Postfix main.cf loads) but does not
+act on carries the reason in `unsupported`: `check` then warns where the file sets it and
+the reference says "not supported". With `supported` only that one value (backupmx's own
+behaviour) is accepted silently. tests/unit/config/test_params_used.py proves that every
+other parameter is read by the code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import socket
@@ -29,6 +36,8 @@ class Param:
     `unit` is the default unit of a time; `lo`..`hi` bound a reply code; `choices` lists
     the allowed words of a choice; `raw` values are templates that their user expands with
     its own variables (`$rbl_code` ...), so the configuration leaves them as written.
+    `unsupported` says why backupmx does not act on the parameter; with `supported` that
+    holds only for values other than this one.
     """
 
     name: str
@@ -41,6 +50,16 @@ class Param:
     hi: int = 0
     raw: bool = False
     compute: Callable[[ValueOf], str] | None = None
+    unsupported: str = ""
+    supported: str | None = None
+
+    def support_warning(self, written: str) -> str:
+        """What `check` says where the file sets this parameter to ``written`` (a value
+        other than `supported`); empty for a supported parameter."""
+        if not self.unsupported:
+            return ""
+        what = self.name if self.supported is None else f"{self.name} = {written}"
+        return f"warning: {what} is not supported: {self.unsupported}"
 
 
 @functools.cache
@@ -98,6 +117,11 @@ def _ch(name: str, default: str, choices: tuple[str, ...], doc: str) -> Param:
     return Param(name, "choice", default, doc, choices=choices)
 
 
+def _no(param: Param, reason: str, supported: str | None = None) -> Param:
+    """``param`` accepted but not acted on, for ``reason`` (except the value ``supported``)."""
+    return dataclasses.replace(param, unsupported=reason, supported=supported)
+
+
 _TEMPFAIL = ("defer_if_permit", "defer")
 _FACILITIES = ("", "mail", "daemon", "user", *(f"local{i}" for i in range(8)))
 
@@ -114,13 +138,17 @@ _TABLE: tuple[Param, ...] = (
        "the final destination for; backupmx delivers none of them locally"),
     _l("mynetworks", "127.0.0.0/8 [::1]/128", "Trusted client networks for permit_mynetworks "
        "(backupmx: loopback only by default, as mynetworks_style = host)"),
-    _ch("mynetworks_style", "host", ("host", "subnet", "class"), "How Postfix would derive "
-        "mynetworks; backupmx always uses the explicit mynetworks default"),
+    _no(_ch("mynetworks_style", "host", ("host", "subnet", "class"), "How Postfix derives "
+            "mynetworks from the network interfaces"),
+        "mynetworks is never derived from the interfaces; set mynetworks", "host"),
     _l("proxy_interfaces", "", "Addresses or host names of a proxy or NAT in front of this "
        "host; they count as this host for permit_mx_backup and loop detection"),
-    _l("inet_interfaces", "all", "Addresses of this host's network interfaces that count as "
-       "this host (all = every configured address)"),
-    _l("inet_protocols", "all", "Address families to use: all, ipv4, ipv6"),
+    _no(_l("inet_interfaces", "all", "Postfix's addresses to listen on"),
+        "backupmx listens on smtpd_listen, and those addresses (with proxy_interfaces) are "
+        "the addresses of this host", "all"),
+    _no(_l("inet_protocols", "all", "Address families to use: all, ipv4, ipv6"),
+        "backupmx uses the families of the smtpd_listen addresses and of what DNS returns",
+        "all"),
     _b("smtpd_peername_lookup", "yes", "Look up the client's reverse name; no means every "
        "client is named unknown"),
     _s("compatibility_level", "3.6", "Accepted for Postfix configurations; backupmx's "
@@ -153,12 +181,14 @@ _TABLE: tuple[Param, ...] = (
        "Features in which example.com also matches its subdomains"),
     _b("allow_untrusted_routing", "no", "Relay or permit recipients with sender-specified "
        "routing (user%host@domain, host!user@domain)"),
-    _l("virtual_alias_domains", "", "Virtual alias domains (final destinations); none in "
-       "backupmx by default"),
-    _l("virtual_mailbox_domains", "", "Virtual mailbox domains (final destinations); none in "
-       "backupmx by default"),
-    _l("local_recipient_maps", "", "Valid local recipients; empty, as backupmx has no local "
-       "delivery"),
+    _no(_l("virtual_alias_domains", "", "Virtual alias domains (final destinations)"),
+        "backupmx is the final destination of no domain; a domain it backs up belongs in "
+        "relay_domains", ""),
+    _no(_l("virtual_mailbox_domains", "", "Virtual mailbox domains (final destinations)"),
+        "backupmx is the final destination of no domain; a domain it backs up belongs in "
+        "relay_domains", ""),
+    _no(_l("local_recipient_maps", "", "Valid local recipients"), "backupmx has no local "
+        "delivery: mail for $mydestination other than postmaster is refused as unknown", ""),
     _s("recipient_delimiter", "", "Separator of address extensions (user+ext); empty is off"),
     # restrictions
     _l("smtpd_client_restrictions", "", "Restrictions on the client, evaluated at RCPT TO"),
@@ -172,9 +202,12 @@ _TABLE: tuple[Param, ...] = (
        "reject_unauth_destination instead, so that list's 554 stays the answer)"),
     _l("smtpd_recipient_restrictions", "", "Restrictions on RCPT TO"),
     _l("smtpd_data_restrictions", "", "Restrictions on the DATA command"),
-    _l("smtpd_end_of_data_restrictions", "", "Restrictions after the end of message data"),
+    _l("smtpd_end_of_data_restrictions", "", "Restrictions after the end of message data, "
+       "before it is stored"),
     _l("smtpd_etrn_restrictions", "", "Restrictions on the ETRN command"),
-    _b("smtpd_delay_reject", "yes", "Client, HELO and sender rejects wait for RCPT TO (only yes)"),
+    _no(_b("smtpd_delay_reject", "yes", "Client, HELO and sender rejects wait for RCPT TO"),
+        "the client, HELO and sender restrictions are applied at each RCPT TO, as with yes",
+        "yes"),
     _b("smtpd_helo_required", "no", "Require HELO or EHLO before MAIL FROM and ETRN"),
     _s("smtpd_null_access_lookup_key", "<>", "Access-map key used for the null sender"),
     _b("smtpd_reject_unlisted_recipient", "yes", "Reject recipients not in the recipient "
@@ -209,10 +242,11 @@ _TABLE: tuple[Param, ...] = (
        "in relay_recipient_maps"),
     _c("unknown_local_recipient_reject_code", "550", 400, 599, "Reply code for a recipient not "
        "in local_recipient_maps"),
-    _c("unknown_virtual_alias_reject_code", "550", 400, 599, "Reply code for a recipient not "
-       "in the virtual alias table"),
-    _c("unknown_virtual_mailbox_reject_code", "550", 400, 599, "Reply code for a recipient "
-       "not in the virtual mailbox table"),
+    _no(_c("unknown_virtual_alias_reject_code", "550", 400, 599, "Reply code for a recipient "
+           "not in the virtual alias table"), "there are no virtual alias domains"),
+    _no(_c("unknown_virtual_mailbox_reject_code", "550", 400, 599, "Reply code for a "
+           "recipient not in the virtual mailbox table"), "there are no virtual mailbox "
+        "domains"),
     _c("multi_recipient_bounce_reject_code", "550", 400, 599, "Reply code of "
        "reject_multi_recipient_bounce"),
     # DNS lists
@@ -318,7 +352,8 @@ _TABLE: tuple[Param, ...] = (
     _t("smtp_data_xfer_timeout", "180s", "s", "Limit for each write of message content"),
     _t("smtp_data_done_timeout", "600s", "s", "Limit for the reply to the final dot"),
     _t("smtp_rset_timeout", "20s", "s", "Limit for the RSET reply"),
-    _t("smtp_quit_timeout", "300s", "s", "Limit for the QUIT reply"),
+    _no(_t("smtp_quit_timeout", "300s", "s", "Limit for the QUIT reply"), "deliveries send "
+        "QUIT without waiting for its reply (as Postfix's smtp_skip_quit_response = yes)"),
     _t("smtp_starttls_timeout", "300s", "s", "Limit for the TLS handshake of a delivery"),
     _i("smtp_destination_recipient_limit", "50", "Recipients per delivery transaction"),
     _i("smtp_mx_address_limit", "5", "Server addresses tried per delivery attempt"),
@@ -336,24 +371,29 @@ _TABLE: tuple[Param, ...] = (
     _t("maximal_queue_lifetime", "5d", "d", "Age at which undeliverable mail is returned; 0 "
        "means try once"),
     _t("bounce_queue_lifetime", "5d", "d", "The same for mail with the null sender"),
-    _t("delay_warning_time", "0h", "h", "Age at which the sender is told mail is delayed; 0 is "
-       "never"),
+    _t("delay_warning_time", "0h", "h", "Age after which the sender gets one notice (headers "
+       "only) that the mail is delayed and still being retried; 0 is never"),
     _i("default_destination_concurrency_limit", "20", "Parallel deliveries per destination"),
     _i("qmgr_message_active_limit", "20000", "Messages in delivery at once"),
     _i("hopcount_limit", "50", "Received: headers at which a message is rejected as looping"),
     _s("double_bounce_sender", "double-bounce", "Sender of notices to postmaster; mail to it "
        "is discarded"),
-    _l("notify_classes", "resource, software", "Problem classes reported to postmaster"),
+    _no(_l("notify_classes", "resource, software", "Problem classes reported to postmaster"),
+        "no notices are sent to postmaster; problems are logged"),
     _z("bounce_size_limit", "50000", "Largest original message returned whole in a bounce"),
-    _s("bounce_notice_recipient", "postmaster", "Recipient of postmaster copies of bounces"),
-    _s("2bounce_notice_recipient", "postmaster", "Recipient of undeliverable bounces"),
+    _no(_s("bounce_notice_recipient", "postmaster", "Recipient of postmaster copies of "
+           "bounces"), "no notices are sent to postmaster (notify_classes)"),
+    _no(_s("2bounce_notice_recipient", "postmaster", "Recipient of undeliverable bounces"),
+        "an undeliverable bounce is logged and discarded"),
     _b("soft_bounce", "no", "Turn every permanent failure into a temporary one (testing "
        "aid): the SMTP server sends each 5xx reply as 4xx, protocol errors included"),
     _l("fast_flush_domains", "$relay_domains", "Domains whose mail ETRN may flush"),
     # server limits
     _z("message_size_limit", "10240000", "Largest accepted message in bytes; 0 is no limit"),
-    _i("smtpd_recipient_limit", "1000", "Recipients accepted per message"),
-    _i("smtpd_recipient_overshoot_limit", "1000", "Excess recipients not counted as errors"),
+    _i("smtpd_recipient_limit", "1000", "RCPT commands per message (refused or not); 0 is no "
+       "limit"),
+    _i("smtpd_recipient_overshoot_limit", "1000", "RCPTs beyond smtpd_recipient_limit that "
+       "are refused with 452 without counting as errors"),
     _t("smtpd_timeout", "300s", "s", "Idle limit while reading from or writing to a client"),
     _b("smtpd_per_record_deadline", "yes", "smtpd_timeout bounds the receipt of a whole command "
        "or content line, not each read (backupmx default yes, against slowloris)"),
@@ -368,14 +408,15 @@ _TABLE: tuple[Param, ...] = (
     _i("smtpd_hard_error_limit", "20", "Errors after which a client is disconnected"),
     _i("smtpd_soft_error_limit", "10", "Errors after which every reply is delayed"),
     _t("smtpd_error_sleep_time", "1s", "s", "That delay"),
-    _i("smtpd_junk_command_limit", "100", "HELO, NOOP, RSET ... beyond this count as errors"),
+    _i("smtpd_junk_command_limit", "100", "HELO, EHLO, RSET, NOOP, VRFY and ETRN beyond this "
+       "many (plus one) since the last message each count as an error"),
     _i("smtpd_client_connection_count_limit", "50", "Simultaneous connections per client; 0 is "
        "no limit"),
     _i("smtpd_client_connection_rate_limit", "0", "Connections per client per "
        "anvil_rate_time_unit; 0 is no limit"),
-    _i("smtpd_client_message_rate_limit", "0", "Messages per client per anvil_rate_time_unit; "
-       "0 is no limit"),
-    _i("smtpd_client_recipient_rate_limit", "0", "Recipients per client per "
+    _i("smtpd_client_message_rate_limit", "0", "MAIL commands per client per "
+       "anvil_rate_time_unit; 0 is no limit"),
+    _i("smtpd_client_recipient_rate_limit", "0", "RCPT and VRFY commands per client per "
        "anvil_rate_time_unit; 0 is no limit"),
     _l("smtpd_client_event_limit_exceptions", "$mynetworks", "Clients exempt from the "
        "per-client limits"),
@@ -389,14 +430,15 @@ _TABLE: tuple[Param, ...] = (
        "smtpd_forbid_bare_newline = reject"),
     _l("smtpd_forbid_bare_newline_exclusions", "$mynetworks", "Clients exempt from "
        "smtpd_forbid_bare_newline"),
-    _b("smtpd_forbid_unauth_pipelining", "no", "Disconnect clients that pipeline without "
-       "PIPELINING"),
+    _b("smtpd_forbid_unauth_pipelining", "no", "Answer 554 5.5.0 and disconnect a client that "
+       "sends input ahead where RFC 2920 allows none (Postfix 3.9's default is yes)"),
     _b("disable_vrfy_command", "no", "Refuse the VRFY command"),
     _b("strict_rfc821_envelopes", "no", "Require <address> with nothing else in MAIL FROM and "
        "RCPT TO"),
     _b("smtputf8_enable", "yes", "Offer SMTPUTF8"),
-    _b("smtpd_delay_open_until_valid_rcpt", "yes", "Assign a queue id only at the first "
-       "accepted recipient"),
+    _no(_b("smtpd_delay_open_until_valid_rcpt", "yes", "Assign a queue id only at the first "
+           "accepted recipient"), "a queue id is always assigned at the first accepted "
+        "recipient", "yes"),
     _s("smtpd_tls_cert_file", "", "Server certificate (PEM) for STARTTLS"),
     _s("smtpd_tls_key_file", "$smtpd_tls_cert_file", "Private key (PEM) of that certificate"),
     _t("smtpd_starttls_timeout", "300s", "s", "Limit for the TLS handshake after STARTTLS"),
@@ -423,6 +465,11 @@ def render_reference() -> str:
         else:
             default = "(empty)"
         doc = p.doc + (f" (time; default unit {p.unit})" if p.type == "time" else "")
+        if p.unsupported and p.supported is None:
+            doc += f". **Not supported**: {p.unsupported}"
+        elif p.unsupported:
+            shown = f"`{p.supported}`" if p.supported else "empty"
+            doc += f". **Not supported** other than {shown}: {p.unsupported}"
         lines.append(f"| `{p.name}` | {_cell(default)} | {_cell(doc)} |")
     return "\n".join(lines) + "\n"
 

@@ -101,6 +101,13 @@ class Config:
         self._undefined.clear()
         return issues or from_defaults
 
+    def _inert(self, param: Param) -> builtins.bool:
+        """Is param set to something backupmx does not act on (the table's `unsupported`)?"""
+        if not param.unsupported:
+            return False
+        return param.supported is None or self._typed[param.name] != convert(param,
+                                                                             param.supported)
+
     def _issue(self, issues: builtins.list[ConfigIssue],
                from_defaults: builtins.list[ConfigIssue], param: Param,
                message: builtins.str) -> None:
@@ -231,6 +238,10 @@ def parse(text: builtins.str, path: builtins.str = "<string>",
     issues.extend(config._build())
     if issues:
         raise ConfigError(sorted(issues, key=lambda i: i.line))
+    for name, written in values.items():
+        if config._inert(PARAMS[name]):
+            warnings.append(ConfigIssue(path, lines.get(name, 0),
+                                        PARAMS[name].support_warning(written)))
     config.warnings = sorted(warnings + config.warnings, key=lambda i: i.line)
     return config
 

@@ -58,16 +58,15 @@ _TEXTS = {"default_action", "policy_context"}
 
 def settings_from(cfg: Config) -> Settings:
     """The ``smtpd_policy_service_*`` parameters."""
-    p = "smtpd_policy_service_"
     return Settings(
-        timeout=cfg.time(p + "timeout"),
-        max_idle=cfg.time(p + "max_idle"),
-        max_ttl=cfg.time(p + "max_ttl"),
-        request_limit=cfg.int(p + "request_limit"),
-        try_limit=cfg.int(p + "try_limit"),
-        retry_delay=cfg.time(p + "retry_delay"),
-        default_action=cfg.str(p + "default_action"),
-        policy_context=cfg.str(p + "policy_context"),
+        timeout=cfg.time("smtpd_policy_service_timeout"),
+        max_idle=cfg.time("smtpd_policy_service_max_idle"),
+        max_ttl=cfg.time("smtpd_policy_service_max_ttl"),
+        request_limit=cfg.int("smtpd_policy_service_request_limit"),
+        try_limit=cfg.int("smtpd_policy_service_try_limit"),
+        retry_delay=cfg.time("smtpd_policy_service_retry_delay"),
+        default_action=cfg.str("smtpd_policy_service_default_action"),
+        policy_context=cfg.str("smtpd_policy_service_policy_context"),
     )
 
 

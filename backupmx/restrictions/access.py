@@ -50,6 +50,7 @@ CLASSES = {
     "recipient": ("Recipient address", "recipient"),
     "relay": ("Recipient address", "recipient"),
     "data": ("Data command", "data"),
+    "end_of_data": ("End-of-data", "end_of_data"),
     "etrn": ("Etrn command", "etrn"),
 }
 

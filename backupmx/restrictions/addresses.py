@@ -252,8 +252,8 @@ async def reject_unauth_pipelining(
 async def reject_multi_recipient_bounce(
     ctx: Context, svc: Services, st: EvalState, arg: str | None
 ) -> Verdict:
-    # At RCPT the recipients accepted so far count; at DATA the one being sent is included.
-    limit = 1 if ctx.kind == "data" else 0
+    # At RCPT the recipients accepted so far count; from DATA on the one being sent is too.
+    limit = 1 if ctx.kind in ("data", "end_of_data") else 0
     if ctx.sender != "" or ctx.nrcpt <= limit:
         return DUNNO_V
     code = svc.cfg.int("multi_recipient_bounce_reject_code")

@@ -33,6 +33,7 @@ CLASS_TEXT = {
     "recipient": "Recipient address",
     "relay": "Recipient address",
     "data": "Data command",
+    "end_of_data": "End-of-data",
     "etrn": "Etrn command",
 }
 
@@ -227,6 +228,8 @@ def subject(ctx: Context, kind: str) -> str:
         return ctx.recipient or ""
     if kind == "data":
         return "DATA"
+    if kind == "end_of_data":
+        return "END-OF-MESSAGE"
     if kind == "etrn":
         return ctx.etrn_domain or ""
     return ""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from backupmx.cleanup.actions import MessageActions
-from backupmx.reply import Reply
+from backupmx.reply import make_reply
 from backupmx.restrictions.engine import REJECT, Context, EvalState, Verdict, evaluate
 from backupmx.restrictions.verify import unlisted_recipient
 from backupmx.verify.probe import probe_sender
@@ -93,8 +93,8 @@ async def decide(
     res = svc.resolve(rcpt)
     if res.local and not res.routed:
         _note(trace, "local recipient: backupmx delivers nothing on this host")
-        return RcptDecision(Verdict(REJECT, Reply(
-            550, "5.1.1",
+        return RcptDecision(Verdict(REJECT, make_reply(
+            svc.cfg.int("unknown_local_recipient_reject_code"), "5.1.1",
             f"<{rcpt}>: Recipient address rejected: User unknown in local recipient table",
         )), actions=actions)
     return RcptDecision(None, rcpt, actions)

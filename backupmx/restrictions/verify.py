@@ -70,10 +70,21 @@ def _tempfail(st: EvalState, reply: Reply, action: str) -> Verdict:
     return DUNNO_V
 
 
+# The parameters of reject_unverified_recipient and _sender: reject code, defer code,
+# reject reason, tempfail action.
+_PARAMS = {
+    "recipient": ("unverified_recipient_reject_code", "unverified_recipient_defer_code",
+                  "unverified_recipient_reject_reason", "unverified_recipient_tempfail_action"),
+    "sender": ("unverified_sender_reject_code", "unverified_sender_defer_code",
+               "unverified_sender_reject_reason", "unverified_sender_tempfail_action"),
+}
+
+
 async def _verify(
-    ctx: Context, svc: Services, st: EvalState, address: str, kind: str, prefix: str
+    ctx: Context, svc: Services, st: EvalState, address: str, kind: str
 ) -> Verdict:
     cfg = svc.cfg
+    reject_code, defer_code, reject_reason, tempfail_action = _PARAMS[kind]
     detail = "1.7" if kind == "sender" else "1.1"
     wait = max(0, cfg.int("address_verify_poll_count") - 1) * cfg.time("address_verify_poll_delay")
     target = svc.resolve(address).address
@@ -82,15 +93,14 @@ async def _verify(
     except Exception as e:
         log.warning("verify", f"<{address}>: address verification problem: {e!r}")
         problem = reject_reply(ctx, 450, f"4.{detail}", "address verification problem", kind)
-        return _tempfail(st, problem, cfg.str(f"{prefix}_tempfail_action"))
+        return _tempfail(st, problem, cfg.str(tempfail_action))
     reply = verify_reply(
         ctx, kind, answer,
-        cfg.int(f"{prefix}_reject_code"), cfg.int(f"{prefix}_defer_code"),
-        cfg.str(f"{prefix}_reject_reason"), detail,
+        cfg.int(reject_code), cfg.int(defer_code), cfg.str(reject_reason), detail,
     )
     if reply is None:
         return DUNNO_V
-    return _tempfail(st, reply, cfg.str(f"{prefix}_tempfail_action"))
+    return _tempfail(st, reply, cfg.str(tempfail_action))
 
 
 async def would_relay(ctx: Context, svc: Services) -> bool:
@@ -121,7 +131,7 @@ async def reject_unverified_recipient(
     # rest of the list anyway, and only what would lead to a probe or a refusal needs it.
     if svc.verifier.known_ok(ctx.recipient, svc) or not await would_relay(ctx, svc):
         return DUNNO_V
-    return await _verify(ctx, svc, st, ctx.recipient, "recipient", "unverified_recipient")
+    return await _verify(ctx, svc, st, ctx.recipient, "recipient")
 
 
 @restriction("reject_unverified_sender")
@@ -134,7 +144,7 @@ async def reject_unverified_sender(
     res = svc.resolve(ctx.sender)
     if not res.domain or res.local or res.domain.startswith("["):
         return DUNNO_V
-    return await _verify(ctx, svc, st, ctx.sender, "sender", "unverified_sender")
+    return await _verify(ctx, svc, st, ctx.sender, "sender")
 
 
 def relay_keys(address: str, delimiter: str) -> list[str]:

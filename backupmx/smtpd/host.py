@@ -91,6 +91,10 @@ class SmtpdHost:
         """The session has ended: it no longer counts towards the limits."""
         raise NotImplementedError
 
+    async def request_rate(self, kind: str, session: Session) -> int:
+        """Count a MAIL or RCPT (anvil.REQUESTS) of the client; its rate, the request included."""
+        raise NotImplementedError
+
     # --- listening ------------------------------------------------------------------
     async def listen(self, sockets: list[socket.socket]) -> None:
         """Prepare the listeners on the sockets the master bound (backupmx/master.py)."""

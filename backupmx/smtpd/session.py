@@ -44,6 +44,26 @@ _COMMANDS = {
     "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP",
     "ETRN", "STARTTLS", "AUTH", "BDAT", "EXPN",
 }
+#: commands that may only come last in a PIPELINING group (RFC 2920)
+_GROUP_LAST = {"HELO", "EHLO", "DATA", "NOOP", "VRFY"}
+#: commands that count towards smtpd_junk_command_limit
+_JUNK = {"HELO", "EHLO", "RSET", "NOOP", "VRFY", "ETRN"}
+_TOO_MANY_RCPTS = "452 4.5.3 Error: too many recipients"
+_ESCAPES = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r",
+            92: "\\\\"}
+_SYNC_ERROR = "554 5.5.0 Error: SMTP protocol synchronization"
+#: anvil's request rates (anvil.REQUESTS): limit parameter, what the log says, reply text
+_RATES = {
+    "mail": ("smtpd_client_message_rate_limit", "Message delivery request",
+             "too much mail from"),
+    "rcpt": ("smtpd_client_recipient_rate_limit", "Recipient address",
+             "too many recipients from"),
+}
+
+
+def _escape(data: bytes) -> str:
+    """Client bytes for a log line as Postfix's escape() writes them: C escapes, else octal."""
+    return "".join(_ESCAPES.get(b) or (chr(b) if 32 <= b < 127 else f"\\{b:03o}") for b in data)
 
 
 class Disconnect(Exception):
@@ -62,6 +82,8 @@ class Transaction:
     queue_id: str | None = None
     rcpt_count: int = 0  # RCPT commands seen, accepted or not
     actions: MessageActions = NO_ACTIONS  # what the restrictions asked of the message
+    overshoot: int = 0  # of them beyond smtpd_recipient_limit
+
 
 
 def ceiling_reply(session: Session, ceiling: int) -> str:
@@ -89,6 +111,7 @@ class Session:
         )
         self.tx: Transaction | None = None
         self.errors = 0
+        self.junk = 0  # HELO, NOOP, RSET ... since the last message (smtpd_junk_command_limit)
         self.counts: dict[str, list[int]] = {}
         self.last_cmd = "CONNECT"
         self.in_data = False
@@ -152,6 +175,35 @@ class Session:
             raise Disconnect()
         return False
 
+    async def _over_rate(self, kind: str) -> bool:
+        """A MAIL or RCPT over its per-client rate limit: log, 450 and True (Postfix's anvil)."""
+        param, what, text = _RATES[kind]
+        svc = self.svc
+        limit = svc.cfg.int(param)
+        if not limit or svc.event_limit_exceptions.match(self.ctx.client_ip,
+                                                         self.ctx.client_name):
+            return False
+        rate = await self.server.request_rate(kind, self)
+        if rate <= limit:
+            return False
+        log.warning("smtpd", f"{what} rate limit exceeded: {rate} from {self.ctx.client} "
+                    "for service smtp")
+        await self.send(f"450 4.7.1 Error: {text} {self.ctx.client_ip}")
+        return True
+
+    def _pipelined(self) -> bool:
+        """Input waiting where none may be (smtpd_flag_ill_pipelining): flag and log, once.
+
+        The flag is what reject_unauth_pipelining looks at; with
+        smtpd_forbid_unauth_pipelining the caller ends the session instead.
+        """
+        if self.ctx.illegal_pipelining or not self.conn.pending():
+            return False
+        self.ctx.illegal_pipelining = True
+        log.info("smtpd", f"improper command pipelining after {self.last_cmd} from "
+                 f"{self.ctx.client}: {_escape(bytes(self.conn.buf[:100]))}")
+        return True
+
     # --- the session loop ----------------------------------------------------------
     async def run(self) -> None:
         svc = self.svc
@@ -189,6 +241,9 @@ class Session:
             refusal = await self.server.admit(self)
             if refusal:
                 self.conn.reply(refusal)
+                return
+            if self._pipelined() and cfg.bool("smtpd_forbid_unauth_pipelining"):
+                self.conn.reply(_SYNC_ERROR)  # it spoke before the greeting
                 return
             self.conn.reply(f"220 {cfg.str('smtpd_banner')}")
             await self._loop()
@@ -264,14 +319,21 @@ class Session:
                 await self.send("500 5.5.2 Error: command not recognized")
                 continue
             self.last_cmd = cmd
-            if cmd in ("HELO", "EHLO", "DATA", "NOOP", "VRFY") and self.conn.pending():
-                self.ctx.illegal_pipelining = True
+            if (self.ctx.protocol != "ESMTP" or cmd in _GROUP_LAST) and self._pipelined() \
+                    and cfg.bool("smtpd_forbid_unauth_pipelining"):
+                self._count(cmd, False)
+                self.conn.reply(_SYNC_ERROR)
+                return
             try:
                 ok = await handler(arg.strip())
             except Disconnect:
                 self._count(cmd, False)  # it ended the session: failed, as Postfix counts it
                 raise
             self._count(cmd, bool(ok))
+            if cmd in _JUNK:
+                if self.junk > cfg.int("smtpd_junk_command_limit"):
+                    self.errors += 1
+                self.junk += 1
             if cmd == "QUIT":
                 return
 
@@ -410,6 +472,8 @@ class Session:
         if arg[:5].upper() != "FROM:":
             await self.send("501 5.5.4 Syntax: MAIL FROM:<address>")
             return False
+        if await self._over_rate("mail"):
+            return False
         try:
             parsed = addr.parse_path(arg[5:], strict=cfg.bool("strict_rfc821_envelopes"))
         except addr.AddressSyntaxError:
@@ -479,6 +543,8 @@ class Session:
         if arg[:3].upper() != "TO:":
             await self.send("501 5.5.4 Syntax: RCPT TO:<address>")
             return False
+        if await self._over_rate("rcpt"):
+            return False
         try:
             parsed = addr.parse_path(arg[3:], strict=cfg.bool("strict_rfc821_envelopes"))
         except addr.AddressSyntaxError:
@@ -513,8 +579,13 @@ class Session:
                 await self.send(f"555 5.5.4 Unsupported option: {p}")
                 return False
         tx.rcpt_count += 1
-        if tx.rcpt_count > cfg.int("smtpd_recipient_limit"):
-            await self.send("452 4.5.3 Error: too many recipients")
+        limit = cfg.int("smtpd_recipient_limit")
+        if limit and tx.rcpt_count > limit:
+            tx.overshoot += 1
+            if tx.overshoot <= cfg.int("smtpd_recipient_overshoot_limit"):
+                self.conn.reply(_TOO_MANY_RCPTS)  # not an error: a big list is no attack
+                return True
+            await self.send(_TOO_MANY_RCPTS)
             return False
         self.ctx.recipient = rcpt
         self.ctx.state = "RCPT"
@@ -546,6 +617,8 @@ class Session:
             return False
         if not arg:
             await self.send("501 5.5.4 Syntax: VRFY address [SMTPUTF8]")
+            return False
+        if await self._over_rate("rcpt"):
             return False
         try:
             parsed = addr.parse_path(arg)
@@ -620,6 +693,13 @@ class Session:
             content, problem = await self._read_data(cfg)
         finally:
             self.in_data = False
+        if problem is None and svc.lists["end_of_data"].steps:
+            verdict = await self._end_of_data(len(content), tx)
+            if verdict is not None:
+                try:
+                    return await self._refuse("END-OF-MESSAGE", verdict, self.ctx.recipient)
+                finally:
+                    self._reset()
         message = self._message(tx)
         self._reset()
         if problem:
@@ -633,7 +713,7 @@ class Session:
         if outcome.kind == REFUSED:
             self._reject_log("END-OF-MESSAGE", outcome.reply)
         elif outcome.kind == QUEUED:
-            self.errors = 0
+            self.errors = self.junk = 0
         await self.send(outcome.reply)
         return outcome.kind in (QUEUED, DISCARDED)
 
@@ -651,6 +731,17 @@ class Session:
             queue_id=tx.queue_id, sender=tx.sender, recipients=tx.recipients, arrival=arrival,
             actions=tx.actions, body=tx.body, smtputf8=tx.smtputf8, ret=tx.ret, envid=tx.envid,
         )
+
+    async def _end_of_data(self, size: int, tx: Transaction) -> Verdict | None:
+        """smtpd_end_of_data_restrictions, once the whole message is in and before it is
+        stored: the rejecting verdict, else None. The size is the one received."""
+        self.ctx.size = size
+        self.ctx.state = "END-OF-MESSAGE"
+        svc = self.svc
+        st = EvalState(actions=tx.actions)
+        verdict = await evaluate([("end_of_data", svc.lists["end_of_data"])], self.ctx, svc, st)
+        tx.actions = st.actions
+        return verdict if verdict is not None and verdict.reply is not None else None
 
     def _protocol_name(self, tx: Transaction) -> str:
         """SMTP, ESMTP or UTF8SMTP, with an S appended for a TLS session (RFC 3848)."""

@@ -101,6 +101,15 @@ class Worker(SmtpdHost):
         if self.channel is not None:
             self.channel.notify({"t": "release", "key": id(session)})
 
+    async def request_rate(self, kind: str, session: Session) -> int:
+        assert self.channel is not None
+        try:
+            answer = await self.channel.request(
+                {"t": "rate", "kind": kind, "ip": session.ctx.client_ip})
+        except ChannelClosed:
+            return 0  # the master is going away: nothing to count against
+        return int(answer.get("rate", 0))
+
     def _from_master(self, msg: Message) -> Message | None:
         kind = msg.get("t")
         if kind == "start":

@@ -75,6 +75,46 @@ def test_check_says_that_smtpd_delay_reject_no_is_not_supported(tmp_path):
     assert "smtpd_delay_reject" not in res.stderr
 
 
+def test_check_names_each_parameter_that_is_not_supported(tmp_path):
+    res = check(tmp_path, "smtpd_recipient_restrictions = reject_unauth_destination\n"
+                          "notify_classes = resource, software, bounce\n"
+                          "delay_warning_time = 4h\n"
+                          "inet_interfaces = 192.0.2.1\n"
+                          "permit_mx_backup_networks = 192.0.2.0/24\n")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        f"{tmp_path}/main.cf:2: warning: notify_classes is not supported: no notices are sent "
+        "to postmaster; problems are logged",
+        f"{tmp_path}/main.cf:3: warning: delay_warning_time = 4h is not supported: no delay "
+        "notices are sent; the sender hears of mail that fails for good "
+        "(maximal_queue_lifetime)",
+        f"{tmp_path}/main.cf:4: warning: inet_interfaces = 192.0.2.1 is not supported: "
+        "backupmx listens on smtpd_listen, and those addresses (with proxy_interfaces) are "
+        "the addresses of this host",
+    ]
+    assert res.stdout == f"{tmp_path}/main.cf: configuration OK\n"
+
+
+def test_serve_logs_what_check_warns_of(backupmx_factory):
+    mx = backupmx_factory("notify_classes = resource, software\n")
+    n = next(i for i, text in enumerate(mx.config_text.splitlines(), 1)
+             if text.startswith("notify_classes"))
+    line = mx.wait_log(r"master\[\d+\]: warning: .*notify_classes.*$").group(0)
+    assert line.endswith(f"master[{mx.proc.pid}]: warning: {mx.config_file}:{n}: "
+                         "notify_classes is not supported: no notices are sent to postmaster; "
+                         "problems are logged")
+
+
+def test_check_is_quiet_about_the_values_backupmx_has(tmp_path):
+    """A Postfix main.cf says inet_interfaces = all; that is what backupmx does anyway."""
+    res = check(tmp_path, "smtpd_recipient_restrictions = reject_unauth_destination\n"
+                          "inet_interfaces = all\ninet_protocols = all\n"
+                          "delay_warning_time = 0\nlocal_recipient_maps =\n"
+                          "permit_mx_backup_networks = 192.0.2.0/24\n")
+    assert res.returncode == 0
+    assert res.stderr == ""
+
+
 def test_check_warns_about_mx_backup_without_networks(tmp_path):
     res = check(tmp_path, "smtpd_recipient_restrictions = permit_mx_backup, "
                           "reject_unauth_destination\n")

@@ -65,6 +65,46 @@ def test_recipient_limit(backupmx_factory):
     served(mx)
 
 
+def test_recipients_beyond_the_limit_are_no_errors_up_to_the_overshoot_limit(
+        backupmx_factory, primary):
+    mx = backupmx_factory(SEED + "smtpd_recipient_limit = 2\nsmtpd_recipient_overshoot_limit = 2\n"
+                                 "smtpd_hard_error_limit = 2\n")
+    c = session(mx)
+    assert c.cmd("MAIL FROM:<s@sender.example>") == "250 2.1.0 Ok"
+    replies = [c.cmd(f"RCPT TO:<u{i}@nausch.org>") for i in range(5)]
+    assert replies == ["250 2.1.5 Ok"] * 2 + ["452 4.5.3 Error: too many recipients"] * 3
+    assert c.cmd("DATA") == "354 End data with <CR><LF>.<CR><LF>"  # one error so far, not two
+    assert c.cmd(message() + b".\r\n").startswith("250 2.0.0 Ok: queued as ")
+    assert c.cmd("QUIT") == "221 2.0.0 Bye"
+    c.close()
+    assert primary.wait_for(1)[0].rcpts == ["u0@nausch.org", "u1@nausch.org"]
+    mx.wait_log(r"disconnect from client\.example\.net\[127\.0\.0\.5\] ehlo=1 mail=1 "
+                r"rcpt=4/5 data=1 quit=1 commands=8/9$")
+
+
+def test_junk_commands_beyond_the_limit_count_as_errors(backupmx_factory, primary):
+    mx = backupmx_factory(SEED + "smtpd_junk_command_limit = 2\nsmtpd_hard_error_limit = 3\n")
+    c = session(mx)  # EHLO is the first junk command
+    for _ in range(5):  # the 4th, 5th and 6th are one error each
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    assert c.reply() == f"421 4.7.0 {HOST} Error: too many errors"
+    assert c.closed()
+    c.close()
+    mx.wait_log(r"too many errors after NOOP from client\.example\.net\[127\.0\.0\.5\]")
+    # a delivered message forgives the errors and the junk commands so far
+    c = session(mx)
+    for _ in range(4):
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    assert c.cmd("MAIL FROM:<s@sender.example>") == "250 2.1.0 Ok"
+    assert c.cmd("RCPT TO:<alice@nausch.org>") == "250 2.1.5 Ok"
+    assert c.cmd("DATA").startswith("354 ")
+    assert c.cmd(message() + b".\r\n").startswith("250 2.0.0 Ok: queued as ")
+    for _ in range(5):
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    assert c.cmd("QUIT") == "221 2.0.0 Bye"
+    c.close()
+
+
 def test_long_command_line_unknown_command_and_http(backupmx_factory):
     mx = backupmx_factory(SEED)
     c = session(mx)
@@ -208,6 +248,47 @@ def test_connection_rate_limit(backupmx_factory):
     c.close()
     mx.wait_log(r"too many connections from 127\.0\.0\.5 for client\.example\.net")
     served(mx, "127.0.0.6")
+
+
+def test_message_rate_limit(backupmx_factory, primary):
+    mx = backupmx_factory(
+        SEED + "smtpd_client_message_rate_limit = 2\nanvil_rate_time_unit = 60s\n"
+    )
+    c = session(mx)
+    for _ in range(2):
+        assert c.cmd("MAIL FROM:<sender@sender.example>") == "250 2.1.0 Ok"
+        assert c.cmd("RSET") == "250 2.0.0 Ok"
+    assert c.cmd("MAIL FROM:<sender@sender.example>") == (
+        "450 4.7.1 Error: too much mail from 127.0.0.5")
+    c.close()
+    mx.wait_log(r"smtpd\[\d+\]: warning: Message delivery request rate limit exceeded: 3 from "
+                r"client\.example\.net\[127\.0\.0\.5\] for service smtp$")
+    again = send(mx, "sender@sender.example", ["alice@nausch.org"], message())
+    assert again.mail == (450, b"4.7.1 Error: too much mail from 127.0.0.5")  # also refused
+    # another client, and smtpd_client_event_limit_exceptions ($mynetworks), are not limited
+    assert send(mx, "sender@sender.example", ["alice@nausch.org"], source="127.0.0.6").mail == (
+        250, b"2.1.0 Ok")
+    for _ in range(3):
+        assert send(mx, "me@tachtler.net", [], source="127.0.0.1").mail == (250, b"2.1.0 Ok")
+    assert primary.messages == []
+
+
+def test_recipient_rate_limit(backupmx_factory, primary):
+    mx = backupmx_factory(
+        SEED + "smtpd_client_recipient_rate_limit = 2\nanvil_rate_time_unit = 60s\n"
+    )
+    out = send(mx, "sender@sender.example",
+               ["alice@nausch.org", "bob@nausch.org", "carol@nausch.org"], message())
+    assert out.rcpts == [(250, b"2.1.5 Ok"), (250, b"2.1.5 Ok"),
+                         (450, b"4.7.1 Error: too many recipients from 127.0.0.5")]
+    mx.wait_log(r"smtpd\[\d+\]: warning: Recipient address rate limit exceeded: 3 from "
+                r"client\.example\.net\[127\.0\.0\.5\] for service smtp$")
+    got = primary.wait_for(1)[0]
+    assert got.rcpts == ["alice@nausch.org", "bob@nausch.org"]
+    c = session(mx)
+    assert c.cmd("VRFY dave@nausch.org") == "450 4.7.1 Error: too many recipients from 127.0.0.5"
+    c.close()
+    mx.wait_log(r"Recipient address rate limit exceeded: 4 from ")
 
 
 def test_global_session_ceiling_answers_421(backupmx_factory):

@@ -112,6 +112,15 @@ def test_postmaster_of_this_host_goes_to_postmaster_address(backupmx_factory, pr
     )
 
 
+def test_unknown_local_recipient_reject_code_sets_the_code(backupmx_factory, primary):
+    mx = backupmx_factory(SEED + "unknown_local_recipient_reject_code = 450\n")
+    out = send(mx, "sender@sender.example", ["bob@mx1.tachtler.net"])
+    assert out.rcpt_line() == (
+        "450 4.1.1 <bob@mx1.tachtler.net>: Recipient address rejected: "
+        "User unknown in local recipient table"
+    )
+
+
 def test_outside_client_name_is_its_verified_rdns(mx, primary):
     send(mx, "sender@sender.example", ["alice@nausch.org"], message())
     assert mx.wait_log(r"connect from client\.example\.net\[127\.0\.0\.5\]")

@@ -141,6 +141,21 @@ def test_connection_count_limit_counts_every_worker(backupmx_factory):
     third.close()
 
 
+def test_message_rate_limit_counts_every_worker(backupmx_factory):
+    server = backupmx_factory(SEED + "smtpd_client_message_rate_limit = 1\n")
+    (a, _), (b, _) = sorted(wait_workers(server, 2).items())
+    replies = []
+    for pid in (a, b):
+        c, banner = on(server, pid)
+        assert banner.startswith("220 ")
+        assert c.cmd("EHLO client.example.net").startswith("250")
+        replies.append(c.cmd("MAIL FROM:<sender@sender.example>"))
+        c.close()
+    assert replies == ["250 2.1.0 Ok", f"450 4.7.1 Error: too much mail from {OUTSIDE}"]
+    server.wait_log(rf"smtpd\[{b}\]: warning: Message delivery request rate limit exceeded: 2 "
+                    rf"from client\.example\.net\[{OUTSIDE}\] for service smtp")
+
+
 def test_session_ceiling_counts_every_worker(backupmx_factory):
     server = backupmx_factory(SEED + "smtpd_max_sessions = 1\n")
     _a, _b, banner = one_on_each(server)

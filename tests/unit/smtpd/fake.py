@@ -98,6 +98,10 @@ class FakeServer:
         refusal = self.anvil.admit(session, self.svc)
         return anvil_reply(session, refusal) if refusal else None
 
+    async def request_rate(self, kind: str, session: Session) -> int:
+        return self.anvil.request(kind, session.ctx.client_ip,
+                                  self.svc.cfg.time("anvil_rate_time_unit"))
+
 
 async def converse(server: FakeServer, data: bytes, peer: str = "127.0.0.5") -> bytes:
     """Run one session over ``data`` (then EOF); everything the server wrote."""

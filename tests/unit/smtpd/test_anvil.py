@@ -56,3 +56,11 @@ def test_mynetworks_is_exempt():
     s = svc("smtpd_client_connection_count_limit = 1\nsmtpd_client_connection_rate_limit = 1\n")
     a = Anvil()
     assert [a.admit(session("127.0.0.1"), s, now=0.0) for _ in range(5)] == [None] * 5
+
+
+def test_request_rates_are_counted_per_kind_and_client_within_the_unit():
+    a = Anvil()
+    assert [a.request("mail", "10.0.0.1", 60, now=t) for t in (0.0, 1.0, 2.0)] == [1, 2, 3]
+    assert a.request("rcpt", "10.0.0.1", 60, now=2.0) == 1
+    assert a.request("mail", "10.0.0.2", 60, now=2.0) == 1
+    assert a.request("mail", "10.0.0.1", 60, now=60.5) == 3  # 0.0 has left the window
