@@ -12,7 +12,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 
-from backupmx import addr
+from backupmx import addr, adminauth
 from backupmx.config import Config, ConfigError, ConfigIssue
 from backupmx.dns import Resolver
 from backupmx.maps import MapError, Maps
@@ -274,6 +274,21 @@ def warnings(svc: Services) -> list[ConfigIssue]:
             "restrictions are applied at each RCPT TO, as with yes",
         ))
     out += _verify_order_warnings(svc)
+    out += _admin_warnings(cfg)
+    return out
+
+
+def _admin_warnings(cfg: Config) -> list[ConfigIssue]:
+    """An admin_group without a group, a token file that serve would not use."""
+    out = []
+    problem = adminauth.group_problem(cfg)
+    if problem:
+        out.append(ConfigIssue(cfg.path, cfg.line_of("admin_group") or 0, f"warning: {problem}"))
+    path = cfg.str("admin_token_file")
+    problem = adminauth.read_token(path)[1] if path else None
+    if problem:
+        out.append(ConfigIssue(cfg.path, cfg.line_of("admin_token_file") or 0,
+                               f"warning: {problem}: {adminauth.NO_TOKEN}"))
     return out
 
 
