@@ -40,7 +40,12 @@ class Level(enum.IntEnum):
 
 
 def required(method: str, path: str, query: Mapping[str, object]) -> Level:
-    """The level a request needs; anything not known to be harmless needs CHANGE."""
+    """The level a request needs.
+
+    A GET only reads (the one exception, a probe, is named here); any other request
+    needs CHANGE unless it is flush, so an action added later is refused to all but
+    the admins until it is classified.
+    """
     if method == "GET":
         return Level.OPERATE if path == "/verify" and query.get("probe") else Level.READ
     if method == "POST" and path == "/queue/flush":
