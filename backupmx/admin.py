@@ -1,7 +1,10 @@
-"""The admin endpoint on a loopback address: health, metrics and queue actions.
+"""The admin endpoint: health, metrics and queue actions, on a Unix socket and on loopback TCP.
 
 A deliberately tiny HTTP/1.0 server (one request per connection, a handful of
-routes) so that the queue commands can tell a running server what to do.
+routes) so that the queue commands can tell a running server what to do.  The
+same routes are served on ``$queue_directory/public/admin.sock``, where the kernel
+names the peer, and on ``admin_listen`` for HTTP clients; who may do what is
+decided per request before the route runs (backupmx/adminauth.py).
 """
 
 from __future__ import annotations
@@ -9,10 +12,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
+import stat
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
+from backupmx import adminauth
+from backupmx.adminauth import Level
 from backupmx.log import log
 from backupmx.queue import listing
 from backupmx.verify import report as verify_report
@@ -20,6 +29,9 @@ from backupmx.verify.decide import Timing
 
 if TYPE_CHECKING:
     from backupmx.server import Server
+
+#: what the peer of one connection may do, given the request's headers
+Grant = Callable[[asyncio.StreamWriter, dict[str, str]], tuple[Level, str]]
 
 
 def parse_admin_listen(value: str) -> tuple[str, int]:
@@ -30,17 +42,100 @@ def parse_admin_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def start(server: Server) -> asyncio.base_events.Server | None:
-    value = server.svc.cfg.str("admin_listen")
-    if not value:
-        return None
-    host, port = parse_admin_listen(value)
+@dataclass
+class Endpoint:
+    """The listening sockets; closing removes the Unix socket's file."""
 
+    servers: list[asyncio.base_events.Server] = field(default_factory=list)
+    socket_path: str | None = None
+
+    def close(self) -> None:
+        for srv in self.servers:
+            srv.close()
+        if self.socket_path:
+            try:
+                os.unlink(self.socket_path)
+            except OSError:
+                pass
+
+
+async def start(server: Server, token: str | None) -> Endpoint:
+    """Serve the Unix socket (always) and admin_listen (when set), as the mail owner."""
+    cfg = server.svc.cfg
+    endpoint = Endpoint()
+    problem = adminauth.group_problem(cfg)
+    if problem:
+        log.warning("master", problem)
+    owner = os.geteuid()
+
+    def local(writer: asyncio.StreamWriter, headers: dict[str, str]) -> tuple[Level, str]:
+        try:
+            uid, gid = adminauth.peer_ids(writer.get_extra_info("socket"))
+        except (OSError, AttributeError):
+            return Level.READ, "an unknown peer"
+        return adminauth.local_level(server.svc.cfg, uid, gid, owner), f"uid {uid}"
+
+    def remote(writer: asyncio.StreamWriter, headers: dict[str, str]) -> tuple[Level, str]:
+        peer = writer.get_extra_info("peername")
+        who = f"[{peer[0]}]:{peer[1]}" if peer else "an unknown peer"
+        if adminauth.bearer_ok(headers.get("authorization", ""), token):
+            return Level.CHANGE, who
+        return Level.READ, who
+
+    path = adminauth.socket_path(cfg)
+    try:
+        endpoint.servers.append(await _serve_unix(server, path, local))
+        endpoint.socket_path = path
+        log.info("master", f"admin endpoint on {path}")
+    except OSError as e:  # mail still flows; the queue commands work on the files
+        log.error("master", f"cannot serve the admin socket {path}: {e}")
+    value = cfg.str("admin_listen")
+    if value:
+        host, port = parse_admin_listen(value)
+        endpoint.servers.append(await asyncio.start_server(
+            _handler(server, remote), host, port, reuse_address=True))
+        log.info("master", f"admin endpoint on {host}:{port}")
+    return endpoint
+
+
+async def _serve_unix(server: Server, path: str, grant: Grant) -> asyncio.base_events.Server:
+    """Listen on ``path``, reachable by every local user, as Postfix's public/ sockets are.
+
+    The queue directory is made traversable (not listable) and public/ 0711; the
+    spool below stays the owner's alone.
+    """
+    queue_directory = os.path.dirname(os.path.dirname(path))
+    mode = stat.S_IMODE(os.stat(queue_directory).st_mode)
+    os.chmod(queue_directory, mode | 0o111)
+    public = os.path.dirname(path)
+    os.makedirs(public, exist_ok=True)
+    os.chmod(public, 0o711)
+    if os.path.exists(path) and stat.S_ISSOCK(os.lstat(path).st_mode):
+        os.unlink(path)  # left by a server that did not stop cleanly
+    srv = await asyncio.start_unix_server(_handler(server, grant), path)
+    os.chmod(path, 0o666)
+    return srv
+
+
+def _handler(server: Server, grant: Grant) -> Callable[
+        [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-            status, ctype, body = await route(server, method, target)
+            first, *lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = first.split(" ", 2)
+            headers = {k.strip().lower(): v.strip()
+                       for k, sep, v in (line.partition(":") for line in lines) if sep}
+            url = urlsplit(target)
+            needed = adminauth.required(method, url.path, parse_qs(url.query))
+            level, who = grant(writer, headers)
+            if level < needed:
+                log.warning("master", f"admin: permission denied: {method} {url.path} "
+                            f"from {who}")
+                status, ctype, body = 403, "application/json", json.dumps(
+                    {"ok": False, "denied": True, "error": "permission denied"})
+            else:
+                status, ctype, body = await route(server, method, target)
         except Exception as e:
             status, ctype, body = 400, "text/plain", f"bad request: {e}\n"
         data = body.encode()
@@ -53,9 +148,7 @@ async def start(server: Server) -> asyncio.base_events.Server | None:
         finally:
             writer.close()
 
-    srv = await asyncio.start_server(handle, host, port, reuse_address=True)
-    log.info("master", f"admin endpoint on {host}:{port}")
-    return srv
+    return handle
 
 
 async def route(server: Server, method: str, target: str) -> tuple[int, str, str]:

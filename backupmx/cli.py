@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
+import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from backupmx import __version__, config, services
@@ -156,19 +156,41 @@ def main(argv: list[str] | None = None) -> int:
 # --- queue commands ------------------------------------------------------------
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the server's Unix socket, where it learns who we are."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.unix_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 def _admin(cfg: config.Config, method: str, path: str, timeout: float = 600) -> Any | None:
-    """Ask the running server; None when no server answers on admin_listen."""
-    listen = cfg.str("admin_listen")
-    if not listen:
-        return None
-    req = urllib.request.Request(f"http://{listen}{path}", method=method)
+    """Ask the running server over its admin socket; None when no server answers there."""
+    from backupmx import adminauth
+
+    conn = _UnixHTTPConnection(adminauth.socket_path(cfg), timeout)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return json.loads(e.read() or b"null")
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        conn.request(method, path)
+        return json.loads(conn.getresponse().read() or b"null")
+    except (OSError, http.client.HTTPException):
         return None
+    finally:
+        conn.close()
+
+
+def _denied(what: str) -> int:
+    print(f"backupmx: {what}: permission denied", file=sys.stderr)
+    return 1
 
 
 async def _on_files(spool: Spool, q: str, qid: str) -> bool:
@@ -182,6 +204,17 @@ async def _on_files(spool: Spool, q: str, qid: str) -> bool:
 
 
 def queue_command(cfg: config.Config, args: argparse.Namespace) -> int:
+    from backupmx.queue.store import SpoolError
+
+    try:
+        return _queue_command(cfg, args)
+    except SpoolError as e:  # no server answers and the spool is not ours to open
+        print(f"backupmx: queue {args.qcmd}: {e}", file=sys.stderr)
+        return 1
+
+
+def _queue_command(cfg: config.Config, args: argparse.Namespace) -> int:
+    from backupmx import adminauth
     from backupmx.queue import listing
     from backupmx.queue.store import Spool
 
@@ -243,6 +276,8 @@ def queue_command(cfg: config.Config, args: argparse.Namespace) -> int:
         return 0
     res = _admin(cfg, "POST", f"/queue/{q}?id={args.id}")
     if res is None:
+        if adminauth.caller_level(cfg) < adminauth.Level.CHANGE:
+            return _denied(f"queue {q}")  # before the spool is touched
         spool = Spool(cfg.str("queue_directory"))
         spool.open()
         try:
@@ -250,6 +285,8 @@ def queue_command(cfg: config.Config, args: argparse.Namespace) -> int:
         finally:
             spool.close()
         res = {"ok": ok, "error": f"{args.id}: no such message"}
+    if res.get("denied"):
+        return _denied(f"queue {q}")
     if not res.get("ok"):
         print(f"backupmx: {res.get('error')}", file=sys.stderr)
         return 1

@@ -23,7 +23,16 @@ from collections.abc import Coroutine
 from types import SimpleNamespace
 from typing import Any
 
-from backupmx import __version__, admin, anvil, config, privileges, qmgr, services
+from backupmx import (
+    __version__,
+    admin,
+    adminauth,
+    anvil,
+    config,
+    privileges,
+    qmgr,
+    services,
+)
 from backupmx.log import log
 from backupmx.master import BindError, Supervisor, bind
 from backupmx.smtpd.host import SmtpdHost, configure_logging, raise_fd_limit
@@ -44,7 +53,7 @@ class Server(SmtpdHost):
         self.qmgr = qmgr.build(self.spool, lambda: self.svc, self.smtp_port)
         self.anvil = anvil.Anvil()
         self.workers: Supervisor | None = None
-        self._admin: asyncio.base_events.Server | None = None
+        self._admin: admin.Endpoint | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[None]] = set()
@@ -83,6 +92,7 @@ class Server(SmtpdHost):
             await self.workers.spawn_all()  # as root: each drops privileges itself
         else:
             await self.listen(sockets)
+        token = self._admin_token()  # a file only root reads: before giving up root
         privileges.drop(self.svc.cfg)
         report = self.spool.open()
         log.info("qmgr", f"queue {self.svc.cfg.str('queue_directory')}: {report}")
@@ -98,7 +108,7 @@ class Server(SmtpdHost):
             await self.start_serving()
         for host, port in self.svc.listen:
             log.info("master", f"listening on {host}:{port}")
-        self._admin = await admin.start(self)
+        self._admin = await admin.start(self, token)
         self._qmgr_task = asyncio.create_task(self.qmgr.run())
         self._maps_task = asyncio.create_task(self.watch_maps())
         loop = asyncio.get_running_loop()
@@ -108,6 +118,15 @@ class Server(SmtpdHost):
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         log.info("master",
                  f"daemon started -- version {__version__}, configuration {self.cfg_path}")
+
+    def _admin_token(self) -> str | None:
+        path = self.svc.cfg.str("admin_token_file")
+        if not path:
+            return None
+        token, problem = adminauth.read_token(path)
+        if problem:
+            log.warning("master", f"{problem}: {adminauth.NO_TOKEN}")
+        return token
 
     def reload(self) -> None:
         self._in_turn(self._reload())
@@ -142,6 +161,8 @@ class Server(SmtpdHost):
             if svc.cfg.int(count) != self.svc.cfg.int(count):
                 log.warning("master", f"{count} changed: restart backupmx to apply it")
             await svc.own_addresses()
+            if svc.cfg.str("admin_token_file") != self.svc.cfg.str("admin_token_file"):
+                log.warning("master", "admin_token_file changed: restart backupmx to apply it")
             old, self.svc = self.svc, svc
             old.policy.close()  # idle policy connections and the greylist store of the old config
             await self.qmgr.reload()

@@ -14,7 +14,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from backupmx import addr
+from backupmx import addr, adminauth
 from backupmx.config import Config, ConfigError, ConfigIssue
 from backupmx.dns import DnsTempError, Resolver
 from backupmx.log import log
@@ -342,6 +342,21 @@ def warnings(svc: Services) -> list[ConfigIssue]:
         out += [ConfigIssue(cfg.path, line, f"warning: proxy_interfaces: cannot resolve host "
                             f"name {name}: {reason}; it does not count as this host")
                 for name, reason in asyncio.run(svc.resolve_own_names())]
+    out += _admin_warnings(cfg)
+    return out
+
+
+def _admin_warnings(cfg: Config) -> list[ConfigIssue]:
+    """An admin_group without a group, a token file that serve would not use."""
+    out = []
+    problem = adminauth.group_problem(cfg)
+    if problem:
+        out.append(ConfigIssue(cfg.path, cfg.line_of("admin_group") or 0, f"warning: {problem}"))
+    path = cfg.str("admin_token_file")
+    problem = adminauth.read_token(path)[1] if path else None
+    if problem:
+        out.append(ConfigIssue(cfg.path, cfg.line_of("admin_token_file") or 0,
+                               f"warning: {problem}: {adminauth.NO_TOKEN}"))
     return out
 
 

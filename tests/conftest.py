@@ -13,6 +13,8 @@ unbound instance is shared by the whole session.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -111,6 +113,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory that an unprivileged user can reach (pytest's tmp_path is root-only)."""
+    d = Path(tempfile.mkdtemp(prefix="backupmx-priv-", dir="/tmp"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

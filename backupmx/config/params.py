@@ -167,7 +167,11 @@ _TABLE: tuple[Param, ...] = (
     _l("dns_nameservers", "", "Resolvers to ask, IP or IP:PORT; empty means those in "
        "/etc/resolv.conf"),
     _s("admin_listen", "127.0.0.1:9025", "Loopback address of the admin HTTP endpoint "
-       "(/metrics, /healthz, queue actions)"),
+       "(/metrics, /healthz, the queue listing; queue actions only with the admin token)"),
+    _s("admin_group", "", "Group whose members may, besides root, delete, hold and release "
+       "queued mail; empty means root only (listing and flushing are open to local users)"),
+    _s("admin_token_file", "", "File only root may read with the bearer token that allows "
+       "queue actions over admin_listen; read at start; empty means HTTP is read-only"),
     _s("postmaster_address", "postmaster@$mydomain", "Where mail for postmaster of this host "
        "is forwarded"),
     # relaying
