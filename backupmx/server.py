@@ -198,7 +198,8 @@ class Server(SmtpdHost):
 async def serve(cfg: config.Config) -> int:
     svc = services.build(cfg)
     configure_logging(cfg)
-    for issue in cfg.warnings + services.warnings(svc):  # what `check` warns of, for the log
+    # what `check` warns of, for the log
+    for issue in cfg.warnings + services.warnings(svc, resolve_names=False):
         log.warning("master", str(issue).replace(": warning: ", ": ", 1))
     server = Server(cfg, svc)
     try:

@@ -318,9 +318,12 @@ def _is_ip(text: str) -> bool:
         return False
 
 
-def warnings(svc: Services) -> list[ConfigIssue]:
-    """Things that work but that a mail administrator should hear about (``check``; it
-    resolves the proxy_interfaces names, so it must not run inside an event loop)."""
+def warnings(svc: Services, resolve_names: bool = True) -> list[ConfigIssue]:
+    """Things that work but that a mail administrator should hear about.
+
+    ``check`` also resolves the proxy_interfaces names (outside an event loop); ``serve``
+    does not ask for that here: the master resolves them at start and logs failures.
+    """
     cfg = svc.cfg
     out: list[ConfigIssue] = []
     names = set(svc.lists["relay"].names()) | set(svc.lists["recipient"].names())
@@ -337,7 +340,7 @@ def warnings(svc: Services) -> list[ConfigIssue]:
             )
         )
     out += _verify_order_warnings(svc)
-    if svc.own_names:
+    if resolve_names and svc.own_names:
         line = cfg.line_of("proxy_interfaces") or 0
         out += [ConfigIssue(cfg.path, line, f"warning: proxy_interfaces: cannot resolve host "
                             f"name {name}: {reason}; it does not count as this host")
