@@ -36,21 +36,26 @@ class Header:
     endpoints: Endpoints | None  # None: not proxied (v2 LOCAL), use the socket's
 
 
-def _ip(text: str, version: int) -> str:
-    try:
-        a = ipaddress.ip_address(text)
-    except ValueError:
-        raise ProxyError("bad address") from None
-    if a.version != version:
-        raise ProxyError("bad address")
+def _unmap(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An IPv4-mapped IPv6 address as the IPv4 address it is (as Postfix)."""
     if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
         return str(a.ipv4_mapped)
     return str(a)
 
 
-def _port(text: str) -> int:
+def _ip(text: str, version: int, what: str) -> str:
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        a = None
+    if a is None or a.version != version:
+        raise ProxyError(f"bad or missing {what}")
+    return _unmap(a)
+
+
+def _port(text: str, what: str) -> int:
     if not text.isdigit() or len(text) > 5 or int(text) > 65535:
-        raise ProxyError("bad port")
+        raise ProxyError(f"bad or missing {what}")
     return int(text)
 
 
@@ -66,16 +71,10 @@ def _v1(buf: bytes) -> Header | None:
     if len(fields) != 6:
         raise ProxyError("bad or missing protocol header")
     version = 4 if fields[1] == "TCP4" else 6
-    what = ("client address", "server address", "client port", "server port")
-    try:
-        values = []
-        for i, text in enumerate(fields[2:]):
-            values.append(_ip(text, version) if i < 2 else _port(text))
-    except ProxyError:
-        raise ProxyError(f"bad or missing {what[len(values)]}") from None
-    client_ip, server_ip, client_port, server_port = values
-    return Header(end + 2, Endpoints(str(client_ip), int(client_port),
-                                     str(server_ip), int(server_port)))
+    client = _ip(fields[2], version, "client address")
+    server = _ip(fields[3], version, "server address")
+    return Header(end + 2, Endpoints(client, _port(fields[4], "client port"),
+                                     server, _port(fields[5], "server port")))
 
 
 def _v2(buf: bytes) -> Header | None:
@@ -98,11 +97,9 @@ def _v2(buf: bytes) -> Header | None:
     if length - 16 < block:
         raise ProxyError("short address field")
     a = buf[16:16 + block]
-    src = ipaddress.ip_address(a[:size])
-    dst = ipaddress.ip_address(a[size:2 * size])
+    client = _unmap(ipaddress.ip_address(a[:size]))
+    server = _unmap(ipaddress.ip_address(a[size:2 * size]))
     ports = a[2 * size:]
-    client = _ip(str(src), src.version)
-    server = _ip(str(dst), dst.version)
     return Header(length, Endpoints(client, int.from_bytes(ports[:2], "big"),
                                     server, int.from_bytes(ports[2:4], "big")))  # TLVs skipped
 
