@@ -24,18 +24,26 @@ PROXIED = (
 REFUSED = "421 4.3.0 mx1.tachtler.net Server local error"
 
 
-@pytest.fixture(params=["1", "0"], ids=["workers", "no-workers"])
-def proxied(request, backupmx_factory, tmp_path: Path, smtp_port: int
-            ) -> Iterator[tuple[BackupMX, HAProxy]]:
-    """backupmx (with smtpd workers and without) behind HAProxy."""
+def behind_haproxy(backupmx_factory, tmp_path: Path, smtp_port: int, workers: str,
+                   extra: str = "") -> Iterator[tuple[BackupMX, HAProxy]]:
     balancer = HAProxy(tmp_path / "haproxy", ("127.0.0.3", smtp_port))
     balancer.start()
     try:
         mx = backupmx_factory(PROXIED.replace("{{", "{").replace("}}", "}")
-                              + f"smtpd_worker_processes = {request.param}\n")
+                              + f"smtpd_worker_processes = {workers}\n" + extra)
         yield mx, balancer
     finally:
         balancer.stop()
+
+
+WORKERS = pytest.mark.parametrize("workers", ["1", "0"], ids=["workers", "no-workers"])
+
+
+@pytest.fixture(params=["1", "0"], ids=["workers", "no-workers"])
+def proxied(request, backupmx_factory, tmp_path: Path, smtp_port: int
+            ) -> Iterator[tuple[BackupMX, HAProxy]]:
+    """backupmx (with smtpd workers and without) behind HAProxy."""
+    yield from behind_haproxy(backupmx_factory, tmp_path, smtp_port, request.param)
 
 
 def dial(port: int, source: str = "127.0.0.5", host: str = HOST) -> socket.socket:
@@ -105,6 +113,23 @@ def test_a_client_restriction_sees_the_proxied_address(proxied, version):
         assert say(b"RCPT TO:<alice@nausch.org>") == (
             b"554 5.7.1 <unknown[127.0.0.9]>: Client host rejected: Access denied\r\n")
     mx.wait_log(r"connect from unknown\[127\.0\.0\.9\]$")
+
+
+@WORKERS
+def test_the_connection_limit_counts_the_proxied_client(backupmx_factory, tmp_path,
+                                                        smtp_port, workers):
+    # The balancer's own address is in mynetworks, which the limits exempt.
+    for mx, balancer in behind_haproxy(backupmx_factory, tmp_path, smtp_port, workers,
+                                       "smtpd_client_connection_count_limit = 1\n"):
+        with dial(balancer.port("v1")) as first:
+            assert chat(first)(b"").startswith(b"220 ")
+            with dial(balancer.port("v2")) as second:
+                assert refused(second) == (
+                    b"421 4.7.0 mx1.tachtler.net Error: too many connections from 127.0.0.5\r\n")
+            with dial(balancer.port("v2"), source="127.0.0.9") as other:
+                assert chat(other)(b"").startswith(b"220 ")
+        mx.wait_log(r"too many connections from 127\.0\.0\.5 for client\.example\.net"
+                    r"\[127\.0\.0\.5\]")
 
 
 def _served_after(mx: BackupMX, balancer: HAProxy) -> None:
@@ -181,7 +206,8 @@ def test_without_the_parameter_a_header_is_a_bad_command(backupmx_factory):
     with dial(mx.port, host=mx.host) as s:
         say = chat(s)
         assert say(b"").startswith(b"220 ")
-        assert say(b"PROXY TCP4 127.0.0.7 127.0.0.3 1025 25").startswith(b"5")
+        assert say(b"PROXY TCP4 127.0.0.7 127.0.0.3 1025 25") == (
+            b"500 5.5.2 Error: command not recognized\r\n")
 
 
 def test_check_names_an_unknown_value(backupmx_factory):
