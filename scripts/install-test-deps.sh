@@ -19,11 +19,12 @@ declare -A PACKAGE_OF=(
     [postgrey]=postgrey
     [nmap]=nmap
     [redis-server]=redis-server
+    [haproxy]=haproxy
     [logrotate]=logrotate
     [systemd-analyze]=systemd
 )
 # the services those packages ship; none may run outside the tests
-SERVICES=(unbound unbound-resolvconf postfix fail2ban postgrey redis-server)
+SERVICES=(unbound unbound-resolvconf postfix fail2ban postgrey redis-server haproxy)
 
 have() {
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]

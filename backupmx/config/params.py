@@ -399,6 +399,11 @@ _TABLE: tuple[Param, ...] = (
     _i("smtpd_recipient_overshoot_limit", "1000", "RCPTs beyond smtpd_recipient_limit that "
        "are refused with 452 without counting as errors"),
     _t("smtpd_timeout", "300s", "s", "Idle limit while reading from or writing to a client"),
+    _ch("smtpd_upstream_proxy_protocol", "", ("", "haproxy"), "haproxy: every connection "
+        "starts with a PROXY protocol v1 or v2 header (a TCP load balancer's) naming the real "
+        "client; a connection without a valid one is refused with 421 4.3.0"),
+    _t("smtpd_upstream_proxy_timeout", "5s", "s", "How long the PROXY header may take to "
+       "arrive"),
     _b("smtpd_per_record_deadline", "yes", "smtpd_timeout bounds the receipt of a whole command "
        "or content line, not each read (backupmx default yes, against slowloris)"),
     _t("smtpd_session_time_limit", "3600s", "s", "backupmx's own: longest an SMTP session may "

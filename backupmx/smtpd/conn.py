@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 HIGH_WATER = 256 * 1024
+T = TypeVar("T")
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:
@@ -52,6 +53,8 @@ class Conn(asyncio.Protocol):
         self.per_record_deadline = True
         #: how long a reply may wait for a client that does not read
         self.write_timeout = 300.0
+        #: (client, server) (address, port) from a PROXY header, replacing the socket's
+        self.proxied: tuple[tuple[str, int], tuple[str, int]] | None = None
 
     # --- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,6 +92,15 @@ class Conn(asyncio.Protocol):
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(False)
+
+    def endpoints(self) -> tuple[tuple[str, int], tuple[str, int]]:
+        """The client's and this server's (address, port): a PROXY header's, else the socket's."""
+        if self.proxied is not None:
+            return self.proxied
+        assert self.transport is not None
+        peer = self.transport.get_extra_info("peername") or ("0.0.0.0", 0)
+        local = self.transport.get_extra_info("sockname") or ("", 0)
+        return (str(peer[0]), int(peer[1])), (str(local[0]), int(local[1]))
 
     # --- reading ------------------------------------------------------------
     def _deadline(self, timeout: float) -> float:
@@ -175,6 +187,21 @@ class Conn(asyncio.Protocol):
                 self._skip_line = True
                 return line, False
             await self._more(timeout, deadline)
+
+    async def read_header(self, parse: Callable[[bytes], T | None], timeout: float) -> T:
+        """What ``parse`` makes of the input before the first SMTP byte (a PROXY header).
+
+        ``parse`` returns None while it needs more input; the whole header must arrive
+        within ``timeout``.  Its exceptions propagate; Closed at EOF, TimeoutError.
+        """
+        deadline = self._deadline(timeout)
+        while (found := parse(bytes(self.buf))) is None:
+            await self._more(timeout, deadline)
+        return found
+
+    def consume(self, n: int) -> None:
+        """Drop the first ``n`` bytes of input (a header that read_header returned)."""
+        del self.buf[:n]
 
     async def read_records(self, limit: int, timeout: float) -> list[tuple[bytes, bool, bool]]:
         """All complete DATA records now buffered (waiting for at least one).

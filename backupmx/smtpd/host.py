@@ -20,7 +20,8 @@ from backupmx import config, services
 from backupmx.log import log
 from backupmx.maps import Maps
 from backupmx.queue.store import Spool
-from backupmx.smtpd.conn import Conn
+from backupmx.smtpd import haproxy
+from backupmx.smtpd.conn import Closed, Conn
 from backupmx.smtpd.session import Session
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class SmtpdHost:
             await srv.start_serving()
 
     async def _session(self, conn: Conn) -> None:
+        if self.svc.cfg.str("smtpd_upstream_proxy_protocol") and not await self._proxied(conn):
+            return
         s = Session(self, conn)
         self.sessions.add(s)
         try:
@@ -115,6 +118,31 @@ class SmtpdHost:
         finally:
             self.sessions.discard(s)
             self.release(s)
+
+    async def _proxied(self, conn: Conn) -> bool:
+        """Read the balancer's PROXY header before anything else; without a valid one the
+        connection is refused (421 4.3.0, as Postfix), never served as the balancer's."""
+        try:
+            header = await conn.read_header(
+                haproxy.parse, self.svc.cfg.time("smtpd_upstream_proxy_timeout"))
+        except haproxy.ProxyError as e:
+            reason = f"{e}: {haproxy.escape(bytes(conn.buf[:haproxy.V1_MAX]))}"
+        except TimeoutError:
+            reason = "timeout error"
+        except Closed:
+            reason = "unexpected EOF"
+        else:
+            conn.consume(header.length)
+            if header.endpoints is not None:
+                p = header.endpoints
+                conn.proxied = (p.client_ip, p.client_port), (p.server_ip, p.server_port)
+            return True
+        (peer, _port), _server = conn.endpoints()
+        log.warning("smtpd", f"haproxy read: {reason} (from [{peer}])")
+        conn.reply(f"421 4.3.0 {self.svc.cfg.str('myhostname')} Server local error")
+        conn.linger = 0.5
+        await conn.close()
+        return False
 
     async def watch_maps(self) -> None:
         """Re-read lookup tables whose file changed; SIGHUP re-reads all of them."""

@@ -102,12 +102,10 @@ class Session:
     def __init__(self, server: SmtpdHost, conn: Conn) -> None:
         self.server = server
         self.conn = conn
-        assert conn.transport is not None
-        peer = conn.transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        local = conn.transport.get_extra_info("sockname") or ("", 0)
+        peer, local = conn.endpoints()  # a PROXY header's, when a balancer sent one
         self.ctx = Context(
-            client_ip=str(peer[0]), client_port=int(peer[1]),
-            server_address=str(local[0]), server_port=int(local[1]),
+            client_ip=peer[0], client_port=peer[1],
+            server_address=local[0], server_port=local[1],
         )
         self.tx: Transaction | None = None
         self.errors = 0

@@ -24,6 +24,10 @@ from tests.peers.unbound import Unbound
 PARAM = re.compile(r"^([A-Za-z0-9_]+)\s*=")
 
 
+#: a PROXY protocol v2 header with the LOCAL command: "not proxied"
+PROXY_V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00])
+
+
 def command() -> list[str]:
     """The installed console script next to this Python, else ``python -m backupmx``."""
     script = Path(sys.executable).parent / "backupmx"
@@ -131,6 +135,8 @@ class BackupMX:
     def _greets(self) -> bool:
         try:
             with socket.create_connection((self.host, self.port), timeout=2) as s:
+                if parameter(self.config_text, "smtpd_upstream_proxy_protocol") == "haproxy":
+                    s.sendall(PROXY_V2_LOCAL)  # as a load balancer's health check
                 replies = s.makefile("rb")
                 if replies.readline().startswith(b"220"):
                     s.sendall(b"QUIT\r\n")
