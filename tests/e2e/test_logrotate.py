@@ -8,12 +8,9 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,17 +87,6 @@ def test_a_log_that_cannot_be_reopened_keeps_the_old_file(backupmx_factory, prim
     _wait(lambda: _all_logged(rotated, 1), "the session logged to the old file")
     assert "reopened" not in rotated.read_text()
     assert mx.proc is not None and mx.proc.poll() is None
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A directory that an unprivileged user can reach (pytest's tmp_path is root-only)."""
-    d = Path(tempfile.mkdtemp(prefix="backupmx-logrotate-", dir="/tmp"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _snippet_for(log_file: Path, owner: str, group: str, pid: int) -> str:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from tests.peers.ports import free_port
+from tests.peers.process import LoggedProcess
 
 HOST = "127.0.0.6"
 OPTIONS = {"v1": "send-proxy", "v2": "send-proxy-v2"}
@@ -22,7 +23,7 @@ def binary() -> str:
     return shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
-class HAProxy:
+class HAProxy(LoggedProcess):
     def __init__(self, directory: Path, backend: tuple[str, int]) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -61,17 +62,3 @@ class HAProxy:
     def _listens(port: int) -> bool:
         with socket.socket() as s:
             return s.connect_ex((HOST, port)) == 0
-
-    def log_text(self) -> str:
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-
-    def stop(self, timeout: float = 15.0) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)

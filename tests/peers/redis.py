@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tests.peers.ports import free_port
+from tests.peers.process import LoggedProcess
 
 HOST = "127.0.0.1"
 
@@ -22,7 +23,7 @@ def binary() -> str:
     return shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
-class RedisServer:
+class RedisServer(LoggedProcess):
     def __init__(self, directory: Path, port: int | None = None) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -58,17 +59,3 @@ class RedisServer:
                 return s.makefile("rb").readline() == b"+PONG\r\n"
         except OSError:
             return False
-
-    def log_text(self) -> str:
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-
-    def stop(self, timeout: float = 15.0) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
