@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from backupmx import standby
+from backupmx import health, standby
 from backupmx.health import Destination, Transition
 from backupmx.log import log
 from backupmx.outcome import Outcome
@@ -104,9 +104,9 @@ class HealthWatch:
 
     def targets(self) -> list[str]:
         """The relayed destinations: relay_domains' own names and every destination that
-        mail was delivered to."""
+        mail was delivered to (at most as many as the health states kept)."""
         names = set(self.server.svc.relay_domains.names()) | set(self.health.names())
-        return sorted(names)
+        return sorted(names)[:health.LIMIT]
 
     async def probe_all(self) -> None:
         gate = asyncio.Semaphore(PROBES_AT_ONCE)

@@ -60,7 +60,6 @@ class Qmgr:
         policy: Callable[[], core.Policy],
         clock: Clock = time.time,
         pool: ConnectionPool | None = None,
-        health: Health | None = None,
     ) -> None:
         self.spool = spool
         self.deliverer = deliverer
@@ -80,7 +79,7 @@ class Qmgr:
         self.concurrency = DestinationSlots(lambda: self.policy().concurrency)
         self.dead = core.DeadDestinations()
         #: each destination's primary: up, down or recovering (backupmx/health.py)
-        self.health = health if health is not None else Health()
+        self.health = Health()
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: per destination: attempts started and not finished, and the due mail parked
