@@ -39,7 +39,8 @@ def _transition(t: Transition) -> dict[str, Any]:
 
 def _destination(name: str, dest: Destination | None, queue: dict[str, Any] | None,
                  until: float | None) -> dict[str, Any]:
-    q = dict(queue) if queue else {"messages": 0, "recipients": 0, "held": 0, "oldest": None}
+    q: dict[str, Any] = dict(queue) if queue else {"messages": 0, "recipients": 0, "held": 0,
+                                                    "oldest": None}
     if q["oldest"] is not None:
         q["oldest"] = iso_utc(q["oldest"])
     if dest is None:

@@ -13,7 +13,9 @@ import re
 import time
 from typing import Any
 
-from tests.e2e.util import connect, message, send, strip_received, wait_queue
+import pytest
+
+from tests.e2e.util import connect, message, queue, send, strip_received, wait_queue
 
 SEED = """
 smtpd_recipient_restrictions =
@@ -74,7 +76,7 @@ def test_standby_follows_the_primary(backupmx_factory, primary):
         f"NOQUEUE: reject: RCPT from client.example.net[127.0.0.5]: 450 {REFUSAL}; "
         "from=<sender@sender.example> to=<alice@nausch.org> proto=ESMTP "
         "helo=<client.example.net>"))
-    assert queue_is_empty(mx)
+    assert queue(mx) == []
 
     # the primary goes away: the probe notices, mail is accepted and kept
     primary.stop()
@@ -107,10 +109,6 @@ def test_standby_follows_the_primary(backupmx_factory, primary):
                 r"has drained\)")
 
 
-def queue_is_empty(mx) -> bool:
-    return wait_queue(mx, lambda q: True) == []
-
-
 def explained(mx, client: str) -> str:
     res = mx.cli("explain", "--client", client, "--helo", "client.example.net",
                  "--sender", "sender@sender.example", "--recipient", "alice@nausch.org")
@@ -120,10 +118,13 @@ def explained(mx, client: str) -> str:
     return last.removeprefix("final reply: ")
 
 
-def test_learnt_from_traffic_mynetworks_served_explain_agrees(backupmx_factory, primary):
+@pytest.mark.parametrize("workers", ["", "smtpd_worker_processes = 0\n"])
+def test_learnt_from_traffic_mynetworks_served_explain_agrees(backupmx_factory, primary,
+                                                              workers):
     """Without relay_domains, the first delivery teaches the master that the primary is
-    up; mynetworks clients are still served; ``explain`` gives the server's reply."""
-    mx = backupmx_factory(SEED)
+    up; mynetworks clients are still served; ``explain`` gives the server's reply.  The
+    same whether the workers decide RCPTs from the master's notices or the master itself."""
+    mx = backupmx_factory(SEED + workers)
     assert destination(status(mx)) is None
     assert explained(mx, "127.0.0.5") == "250 2.1.5 Ok"  # nothing known yet
     out = send(mx, "sender@sender.example", ["alice@nausch.org"], message("first"))
