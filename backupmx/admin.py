@@ -176,6 +176,8 @@ async def route(server: Server, method: str, target: str) -> tuple[int, str, str
             "json": listing.as_json([env], active=qm.active)[0],
             "text": listing.show_text(env, content, active=qm.active),
         })
+    if method == "GET" and path == "/status":
+        return 200, "application/json", json.dumps(server.watch.status())
     if method == "GET" and path == "/verify":
         return await verify_entry(server, q.get("address", ""), bool(q.get("probe")))
     if method != "POST":

@@ -78,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     ):
         x = qs.add_parser(name, help=helptext)
         x.add_argument("id")
+    st = sub.add_parser("status", help="each destination's state and its queue")
+    st.add_argument("--json", action="store_true")
     sub.add_parser("demo", help="a walk-through of an outage on loopback")
     ex = sub.add_parser("explain", help="evaluate the restrictions for one transaction")
     ex.add_argument("--client", required=True, help="client IP address")
@@ -129,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cfg_path}: configuration OK")
         return 0
     if args.cmd == "explain":
-        from backupmx import explain
+        from backupmx import explain, standby
 
+        if cfg.bool(standby.PARAM):  # decide with the running server's knowledge
+            standby.learn(_admin(cfg, "GET", "/status", timeout=10))
         return explain.run(svc, args.client, args.helo, args.sender, args.recipient)
     if args.cmd == "serve":
         from backupmx import server
@@ -144,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return policy_server.run(cfg, args.listen)
     if args.cmd == "verify":
         return verify_command(svc, args)
+    if args.cmd == "status":
+        return status_command(cfg, args)
     if args.cmd == "queue":
         if args.qcmd is None:
             print("backupmx: queue needs a command: list, show, flush, delete, hold, release",
@@ -291,6 +297,35 @@ def _queue_command(cfg: config.Config, args: argparse.Namespace) -> int:
         print(f"backupmx: {res.get('error')}", file=sys.stderr)
         return 1
     return 0
+
+
+# --- status --------------------------------------------------------------------
+
+
+def status_command(cfg: config.Config, args: argparse.Namespace) -> int:
+    """The running server's view; without one, the queue from the spool, states unknown
+    (exit 1: the command could not learn them)."""
+    from backupmx import standby, status
+    from backupmx.queue.store import Spool, SpoolError
+
+    data = _admin(cfg, "GET", "/status", timeout=30)
+    if data is None:
+        spool = Spool(cfg.str("queue_directory"))
+        try:
+            spool.open()
+            envs = spool.envelopes()
+        except SpoolError as e:
+            print(f"backupmx: status: {e}", file=sys.stderr)
+            return 1
+        finally:
+            spool.close()
+        data = status.report(None, envs, cfg.time("standby_health_expire_time"),
+                             cfg.bool(standby.PARAM))
+    if args.json:
+        print(json.dumps(data, indent=1))
+    else:
+        sys.stdout.write(status.text(data))
+    return 0 if data["states_known"] else 1
 
 
 # --- verify --------------------------------------------------------------------

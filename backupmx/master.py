@@ -133,6 +133,7 @@ class Supervisor:
         w.born = time.monotonic()
 
         w.channel = await Channel.open(mine, functools.partial(self._handle, w))
+        w.channel.notify(self.server.watch.message())  # the standby table as it is now
         task = asyncio.create_task(self._supervise(w))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -245,6 +246,12 @@ class Supervisor:
         for index in late:
             log.warning("master", f"smtpd worker {index} did not confirm {what} "
                         f"within {wait:g} s")
+
+    def tell_all(self, msg: Message) -> None:
+        """A notice to every running worker."""
+        for w in self.workers:
+            if w.channel is not None:
+                w.channel.notify(msg)
 
     def signal_all(self, sig: signal.Signals) -> None:
         for w in self.workers:

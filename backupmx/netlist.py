@@ -103,6 +103,12 @@ class DomainList(_PatternList):
             else:
                 self._items.append(_Item(negate, name=_normal_name(item)))
 
+    def names(self) -> list[str]:
+        """The domains the list names itself (not negated, not a subdomain pattern, not
+        in a table): what can be enumerated without knowing the mail."""
+        return [i.name for i in self._items
+                if i.name is not None and not i.negate and not i.name.startswith(".")]
+
     def match(self, domain: str) -> bool:
         """Case-insensitive, one trailing dot ignored; MapError from a table propagates."""
         name = _normal_name(domain)

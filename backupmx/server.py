@@ -29,6 +29,7 @@ from backupmx import (
     adminauth,
     anvil,
     config,
+    healthwatch,
     privileges,
     qmgr,
     services,
@@ -51,6 +52,7 @@ class Server(SmtpdHost):
     def __init__(self, cfg: config.Config, svc: services.Services) -> None:
         super().__init__(cfg, svc)
         self.qmgr = qmgr.build(self.spool, lambda: self.svc, self.smtp_port)
+        self.watch = healthwatch.HealthWatch(self)
         self.anvil = anvil.Anvil()
         self.workers: Supervisor | None = None
         self._admin: admin.Endpoint | None = None
@@ -110,6 +112,7 @@ class Server(SmtpdHost):
             log.info("master", f"listening on {host}:{port}")
         self._admin = await admin.start(self, token)
         self._qmgr_task = asyncio.create_task(self.qmgr.run())
+        self._watch_task = asyncio.create_task(self.watch.run())
         self._maps_task = asyncio.create_task(self.watch_maps())
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -172,6 +175,7 @@ class Server(SmtpdHost):
                 log.warning("master", f"cannot open address_verify_map {svc.verifier.spec}: {e}")
             if self.workers is not None:
                 await self.workers.reload_all(RELOAD_WAIT)
+            self.watch.push()  # standby_health_expire_time may have changed
             log.info("master", "reload -- configuration " + self.cfg_path)
 
     async def run_until_stopped(self) -> None:
@@ -186,6 +190,8 @@ class Server(SmtpdHost):
         await self.close_sessions(deadline)
         await self.qmgr.stop(max(0.5, deadline - time.monotonic()))
         self._qmgr_task.cancel()
+        self._watch_task.cancel()
+        self.watch.stop()
         self._maps_task.cancel()
         if self._admin:
             self._admin.close()

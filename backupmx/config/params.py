@@ -174,6 +174,14 @@ _TABLE: tuple[Param, ...] = (
        "queue actions over admin_listen; read at start; empty means HTTP is read-only"),
     _s("postmaster_address", "postmaster@$mydomain", "Where mail for postmaster of this host "
        "is forwarded"),
+    _b("standby_while_primary_up", "no", "Answer 450 4.7.1 to the recipients of a domain "
+       "while its primary is known healthy (a delivery or health probe succeeded within "
+       "standby_health_expire_time); mynetworks clients are still served"),
+    _t("standby_probe_interval", "60s", "s", "With standby_while_primary_up: how often the "
+       "primary of each relayed destination is probed (connect, EHLO, QUIT)"),
+    _t("standby_health_expire_time", "180s", "s", "With standby_while_primary_up: how long a "
+       "successful delivery or probe counts as the primary being healthy; after that, or the "
+       "moment it is found unreachable, its recipients are accepted again"),
     # relaying
     _l("relay_domains", "", "Domains this host relays to (besides permit_mx_backup domains)"),
     _l("relay_recipient_maps", "", "Tables of valid recipients in relay_domains; empty "

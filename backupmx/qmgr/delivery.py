@@ -16,6 +16,7 @@ from backupmx.outcome import Outcome, Stage
 from backupmx.qmgr.ports import Delivery
 from backupmx.smtp.client import ClientSettings, ConnectionPool, deliver
 from backupmx.smtp.nexthop import RouteError, route, servers_for
+from backupmx.smtp.nexthop import Server as Hop
 
 if TYPE_CHECKING:
     from backupmx.services import Services
@@ -43,30 +44,27 @@ class SmtpDeliverer:
     async def close(self) -> None:
         await self.pool.close_all()
 
-    async def deliver(self, env: Envelope, domain: str, rcpts: list[Recipient],
-                      content: Callable[[], bytes]) -> Delivery:
+    async def route(self, domain: str, address: str) -> list[Hop] | Outcome:
+        """The servers mail for ``address`` (at ``domain``) goes to, in order, or the
+        outcome every recipient there gets without an SMTP attempt."""
         svc = self.services()
         cfg = svc.cfg
-
-        def all_(kind: str, status: str, text: str, stage: Stage) -> Delivery:
-            return Delivery([Outcome(kind, status, text, stage)] * len(rcpts), [])
-
         try:
             tables = [svc.maps.get(spec) for spec in cfg.list("transport_maps")]
-            transport, hop = route(rcpts[0].address, tables, cfg.list("relayhost"))
+            transport, hop = route(address, tables, cfg.list("relayhost"))
         except Exception as e:
-            return all_(DEFERRED, "4.3.0", f"transport_maps lookup failure: {e}", Stage.LOCAL)
+            return Outcome(DEFERRED, "4.3.0", f"transport_maps lookup failure: {e}", Stage.LOCAL)
         if transport == "error":
-            return all_(BOUNCED, "5.0.0", str(hop or "mail for this destination is refused"),
-                        Stage.TRANSPORT)
+            return Outcome(BOUNCED, "5.0.0", str(hop or "mail for this destination is refused"),
+                           Stage.TRANSPORT)
         if transport == "retry":
-            return all_(DEFERRED, "4.0.0", str(hop or "delivery deferred by transport_maps"),
-                        Stage.TRANSPORT)
+            return Outcome(DEFERRED, "4.0.0", str(hop or "delivery deferred by transport_maps"),
+                           Stage.TRANSPORT)
         if transport == "discard":
-            return all_(DELIVERED, "2.0.0", "discarded by transport_maps", Stage.TRANSPORT)
+            return Outcome(DELIVERED, "2.0.0", "discarded by transport_maps", Stage.TRANSPORT)
         assert not isinstance(hop, str)
         try:
-            servers = await servers_for(
+            return await servers_for(
                 domain,
                 hop,
                 resolver=svc.resolver,
@@ -75,7 +73,13 @@ class SmtpDeliverer:
                 mx_address_limit=cfg.int("smtp_mx_address_limit"),
             )
         except RouteError as e:
-            return Delivery([e.outcome] * len(rcpts), [])
+            return e.outcome
+
+    async def deliver(self, env: Envelope, domain: str, rcpts: list[Recipient],
+                      content: Callable[[], bytes]) -> Delivery:
+        servers = await self.route(domain, rcpts[0].address)
+        if isinstance(servers, Outcome):
+            return Delivery([servers] * len(rcpts), [])
         outcomes = await deliver(
             servers, env.sender, rcpts, content(), env=env, settings=self.client_settings(),
             pool=self.pool,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from backupmx.concurrency import DestinationSlots
 from backupmx.envelope import DELIVERED, Envelope, Recipient
+from backupmx.health import Health
 from backupmx.log import log
 from backupmx.outcome import Outcome, Stage, log_text
 from backupmx.qmgr import core
@@ -77,6 +78,8 @@ class Qmgr:
         #: per destination: deliveries under way, at most the current concurrency limit
         self.concurrency = DestinationSlots(lambda: self.policy().concurrency)
         self.dead = core.DeadDestinations()
+        #: each destination's primary: up, down or recovering (backupmx/health.py)
+        self.health = Health()
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: per destination: attempts started and not finished, and the due mail parked
@@ -336,6 +339,8 @@ class Qmgr:
         if why is not None:
             return [core.suspended(why)] * len(rcpts)
         delivery = await self.deliverer.deliver(env, domain, rcpts, content)
+        if env.sender:  # the notices backupmx itself sends say nothing of a backed-up primary
+            self.health.delivered(domain, delivery.outcomes, self.clock())
         if self.dead.judge(domain, delivery.outcomes, now, self.policy()):
             self._watch(domain, delivery.servers)
         return delivery.outcomes
@@ -355,6 +360,9 @@ class Qmgr:
                     srv = await self.probe.answering(servers, self.policy().connect_timeout)
                     if srv is not None:
                         log.info("qmgr", f"{domain}: {srv.name} answers again; flushing")
+                        if self.health.get(domain) is not None:
+                            self.health.observe(domain, True, f"{srv.name} answers again",
+                                                self.clock())
                         self.flush(domain)
                         return
                     await asyncio.sleep(WATCH_INTERVAL)

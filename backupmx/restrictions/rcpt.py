@@ -4,8 +4,11 @@ Postfix answers a recipient in this order: the address verification probe sender
 postmaster of this host are accepted before any restriction; then the client, HELO,
 sender, relay and recipient lists run (restrictions/engine.py); then
 ``smtpd_reject_unlisted_recipient``; and an address of this host that is not
-postmaster is unknown, as backupmx delivers nothing locally.  Keeping that order in
-one function is what lets ``explain`` print the reply the server would send.
+postmaster is unknown, as backupmx delivers nothing locally.  Last comes standby
+(backupmx/standby.py): a recipient that would be accepted gets 450 while its domain's
+primary is known healthy, so a relay attempt or an unknown user is still told so.
+Keeping that order in one function is what lets ``explain`` print the reply the server
+would send.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from backupmx import standby
 from backupmx.cleanup.actions import MessageActions
 from backupmx.reply import make_reply
 from backupmx.restrictions.engine import REJECT, Context, EvalState, Verdict, evaluate
@@ -32,11 +36,13 @@ class RcptDecision:
     ``keep`` is None for an accepted recipient that is not queued: the probe sender,
     whose mail is thrown away.  ``actions`` are the transaction's access actions
     (HOLD, DISCARD, ...) after this recipient's restrictions, for cleanup.
+    ``standby`` marks the refusal of standby mode (counted per destination).
     """
 
     verdict: Verdict | None
     keep: str | None = None
     actions: MessageActions = NO_ACTIONS
+    standby: bool = False
 
 
 def postmaster(svc: Services, rcpt: str) -> str | None:
@@ -97,4 +103,7 @@ async def decide(
             svc.cfg.int("unknown_local_recipient_reject_code"), "5.1.1",
             f"<{rcpt}>: Recipient address rejected: User unknown in local recipient table",
         )), actions=actions)
+    verdict = standby.check(ctx, svc, res.domain, trace)
+    if verdict is not None:
+        return RcptDecision(verdict, actions=actions, standby=True)
     return RcptDecision(None, rcpt, actions)

@@ -14,7 +14,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from backupmx import addr, tls
+from backupmx import addr, standby, tls
 from backupmx.cleanup.actions import NO_ACTIONS, MessageActions
 from backupmx.cleanup.headers import Arrival
 from backupmx.cleanup.message import DISCARDED, QUEUED, REFUSED, Cleanup, Message
@@ -590,6 +590,8 @@ class Session:
         decision = await decide(self.ctx, svc, actions=tx.actions)
         tx.actions = decision.actions
         if decision.verdict is not None:
+            if decision.standby:
+                standby.REFUSALS[svc.resolve(rcpt).domain] += 1
             return await self._refuse("RCPT", decision.verdict, rcpt)
         stored = decision.keep
         if stored is None:  # the probe sender: accepted, nothing kept (mail to it is discarded)

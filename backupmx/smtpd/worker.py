@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 
-from backupmx import config, privileges, services
+from backupmx import config, privileges, services, standby
 from backupmx.envelope import Envelope
 from backupmx.ipc import Channel, ChannelClosed, Message, RemoteError
 from backupmx.log import log
@@ -120,6 +120,8 @@ class Worker(SmtpdHost):
         elif kind == "reopen":
             self.reopen_log()
             return {}
+        elif kind == "standby":
+            standby.VIEW.until = {str(d): float(u) for d, u in msg["until"].items()}
         return None
 
     def reload(self) -> None:

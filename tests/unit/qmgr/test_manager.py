@@ -268,3 +268,25 @@ async def test_a_delay_notice_that_cannot_be_stored_is_tried_again() -> None:
     await w.attempt(env)
     assert env.warned
     await w.qm.stop(1)
+
+
+async def test_attempts_feed_the_destination_health_but_notices_do_not() -> None:
+    from backupmx.health import State
+
+    answer = {"now": REFUSED}
+    w = World(lambda a: answer["now"], POLICY)
+    notice = Envelope(id="N1", sender="", recipients=[Recipient("s@sender.example")],
+                      arrival=T0)
+    w.qm.msgs["N1"] = notice
+    await w.attempt(notice)
+    assert w.qm.health.get("sender.example") is None
+    env = w.envelope("A1", "alice@nausch.org")
+    await w.attempt(env)
+    assert w.qm.health.snapshot() == [("nausch.org", State.DOWN, T0)]
+    w.clock.now += 60
+    answer["now"] = SENT
+    w.qm.flush()
+    await w.attempt(env)
+    dest = w.qm.health.get("nausch.org")
+    assert dest is not None and (dest.state, dest.since, dest.last_ok) == (
+        State.RECOVERING, T0 + 60, T0 + 60)
