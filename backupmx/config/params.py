@@ -364,6 +364,9 @@ _TABLE: tuple[Param, ...] = (
     _i("smtp_mx_session_limit", "2", "Sessions (greeting received) per delivery attempt"),
     _i("smtp_line_length_limit", "998", "Content lines longer than this are folded when "
        "delivering; 0 is no limit"),
+    _b("smtp_send_xforward_command", "no", "Send the original client's name, address, port, "
+       "protocol, HELO name, queue ID and source in XFORWARD before MAIL, when the server "
+       "offers it"),
     _ch("smtp_tls_security_level", "may", ("", "none", "may", "encrypt", "dane", "dane-only",
         "fingerprint", "verify", "secure"), "TLS for deliveries; may (opportunistic STARTTLS) "
         "by default here, where Postfix has none"),

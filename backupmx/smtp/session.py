@@ -26,7 +26,9 @@ import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
+from backupmx.envelope import Envelope
 from backupmx.log import log
+from backupmx.smtp import xforward
 from backupmx.smtp.nexthop import Server
 from backupmx.smtp.wire import one_line, status_of
 
@@ -58,6 +60,7 @@ class ClientSettings:
     starttls_timeout: float = 300.0
     recipient_limit: int = 50
     mx_session_limit: int = 2
+    send_xforward: bool = False
 
     @classmethod
     def from_config(cls, cfg: Config) -> ClientSettings:
@@ -79,6 +82,7 @@ class ClientSettings:
             starttls_timeout=cfg.time("smtp_starttls_timeout"),
             recipient_limit=cfg.int("smtp_destination_recipient_limit"),
             mx_session_limit=cfg.int("smtp_mx_session_limit"),
+            send_xforward=cfg.bool("smtp_send_xforward_command"),
         )
 
 
@@ -435,6 +439,14 @@ class Connection:
             "sending RCPT TO", self.settings.rcpt_timeout,
             (b"RCPT", arg, *(o.encode("utf-8") for o in options)),
         )
+
+    def xforward_commands(self, env: Envelope) -> list[Command]:
+        """XFORWARD lines for ``env``, when enabled and the server offers XFORWARD."""
+        offer = self.extensions.get("xforward")
+        if not self.settings.send_xforward or offer is None:
+            return []
+        return [Command("sending XFORWARD", self.settings.mail_timeout, words)
+                for words in xforward.commands(env, xforward.offered(offer))]
 
     def data_command(self) -> Command:
         return Command("sending DATA command", self.settings.data_init_timeout, (b"DATA",))
