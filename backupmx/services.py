@@ -19,6 +19,7 @@ from backupmx.config import Config, ConfigError, ConfigIssue
 from backupmx.dns import DnsTempError, Resolver
 from backupmx.log import log
 from backupmx.maps import MapError, Maps
+from backupmx.maps.base import inline_lines, logical_lines, read_source
 from backupmx.netlist import DomainList, NetList
 from backupmx.policy.runtime import PolicyServices
 from backupmx.restrictions.engine import (
@@ -28,6 +29,7 @@ from backupmx.restrictions.engine import (
     RList,
     compile_list,
 )
+from backupmx.smtp import tlspolicy
 from backupmx.verify.service import Verifier, verifier_for
 
 OWN_NAMES_RETRY = 60.0  # seconds before a proxy_interfaces name that failed is asked again
@@ -172,6 +174,7 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
         issues.append(ConfigIssue(cfg.path, cfg.line_of(param) or 0, msg))
 
     maps = maps or Maps()
+    issues += tls_policy_issues(cfg, maps)
     lists: dict[str, RList] = {}
     for kind, param in LIST_PARAMS.items():
         try:
@@ -316,6 +319,31 @@ def _is_ip(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def tls_policy_issues(cfg: Config, maps: Maps) -> list[ConfigIssue]:
+    """Each smtp_tls_policy_maps value that is no TLS policy, at its FILE:LINE."""
+    out = []
+    for spec in cfg.list("smtp_tls_policy_maps"):
+        kind, _, name = spec.partition(":")
+        try:
+            table = maps.get(spec)
+            if table.source is not None and kind.lower() in ("hash", "btree", "texthash"):
+                lines = logical_lines(read_source(spec, table.source), table.source, [])
+                located = [(table.source, n, text.split(None, 1)) for n, text in lines]
+            else:
+                line = cfg.line_of("smtp_tls_policy_maps") or 0
+                located = [(cfg.path, line, text.split("=", 1))
+                           for text in (inline_lines(spec, name) if kind == "inline" else [])]
+        except MapError as e:
+            out.append(ConfigIssue(cfg.path, cfg.line_of("smtp_tls_policy_maps") or 0, str(e)))
+            continue
+        for path, number, words in located:
+            try:
+                tlspolicy.parse(words[1] if len(words) > 1 else "")
+            except tlspolicy.PolicyError as e:
+                out.append(ConfigIssue(path, number, f"smtp_tls_policy_maps: {spec}: {e}"))
+    return out
 
 
 def warnings(svc: Services, resolve_names: bool = True) -> list[ConfigIssue]:

@@ -371,6 +371,17 @@ _TABLE: tuple[Param, ...] = (
         "fingerprint", "verify", "secure"), "TLS for deliveries; may (opportunistic STARTTLS) "
         "by default here, where Postfix has none"),
     _s("smtp_tls_CAfile", "", "CA certificates to verify servers with when delivering"),
+    _l("smtp_tls_policy_maps", "", "Tables of per-destination TLS policies (keys: next-hop "
+       "domain, .parent-domain, [host], [host]:port; values: a level with match=, ciphers=, "
+       "protocols=, exclude=)"),
+    _l("smtp_tls_verify_cert_match", "hostname", "Names a verify-level server certificate "
+       "must match: hostname (the MX name), nexthop, dot-nexthop or a name"),
+    _l("smtp_tls_secure_cert_match", "nexthop, dot-nexthop", "Names a secure-level server "
+       "certificate must match"),
+    _l("smtp_tls_fingerprint_cert_match", "", "Certificate fingerprints the fingerprint level "
+       "accepts"),
+    _ch("smtp_tls_fingerprint_digest", "sha256", ("sha256", "sha1", "md5"), "Digest of the "
+        "fingerprint level"),
     _t("minimal_backoff_time", "300s", "s", "Least time between attempts; also how long a "
        "dead destination is skipped"),
     _t("maximal_backoff_time", "4000s", "s", "Most time between attempts"),

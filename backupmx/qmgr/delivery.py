@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
 from backupmx.outcome import Outcome, Stage
 from backupmx.qmgr.ports import Delivery
+from backupmx.smtp import tlspolicy
 from backupmx.smtp.client import ClientSettings, ConnectionPool, deliver
 from backupmx.smtp.nexthop import RouteError, route, servers_for
 
@@ -76,8 +77,18 @@ class SmtpDeliverer:
             )
         except RouteError as e:
             return Delivery([e.outcome] * len(rcpts), [])
+        settings = self.client_settings()
+        if cfg.list("smtp_tls_policy_maps"):
+            try:
+                tables = [svc.maps.get(spec) for spec in cfg.list("smtp_tls_policy_maps")]
+                keys = tlspolicy.keys(domain, hop.host if hop else None,
+                                      hop.port if hop else None, bool(hop and not hop.mx))
+                policy = tlspolicy.lookup(tables, keys)
+            except Exception as e:
+                return all_(DEFERRED, "4.7.5", f"TLS policy lookup problem: {e}", Stage.LOCAL)
+            if policy is not None:
+                settings = settings.with_policy(policy, hop.host if hop else domain)
         outcomes = await deliver(
-            servers, env.sender, rcpts, content(), env=env, settings=self.client_settings(),
-            pool=self.pool,
+            servers, env.sender, rcpts, content(), env=env, settings=settings, pool=self.pool,
         )
         return Delivery(outcomes, servers)
