@@ -46,6 +46,9 @@ class Envelope:
     ret: str | None = None  # RET=FULL|HDRS
     envid: str | None = None  # ENVID=xtext
     client: str = ""  # "name[ip]" of the client that handed the message in
+    client_port: int = 0  # its TCP port; 0 when not known (older spool records, bounces)
+    helo: str | None = None  # the HELO/EHLO name it gave
+    protocol: str = ""  # how it spoke, as in Received: (SMTP, ESMTP, ESMTPS ...)
     hold: bool = False
     warned: bool = False  # the sender has had the delay_warning_time notice
     history: list[dict[str, object]] = field(default_factory=list)

@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from backupmx import addr, adminauth
@@ -19,6 +20,7 @@ from backupmx.config import Config, ConfigError, ConfigIssue
 from backupmx.dns import DnsTempError, Resolver
 from backupmx.log import log
 from backupmx.maps import MapError, Maps
+from backupmx.maps.base import inline_lines, logical_lines, read_source
 from backupmx.netlist import DomainList, NetList
 from backupmx.policy.runtime import PolicyServices
 from backupmx.restrictions.engine import (
@@ -28,6 +30,7 @@ from backupmx.restrictions.engine import (
     RList,
     compile_list,
 )
+from backupmx.smtp import tlspolicy
 from backupmx.verify.service import Verifier, verifier_for
 
 OWN_NAMES_RETRY = 60.0  # seconds before a proxy_interfaces name that failed is asked again
@@ -172,6 +175,7 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
         issues.append(ConfigIssue(cfg.path, cfg.line_of(param) or 0, msg))
 
     maps = maps or Maps()
+    issues += tls_policy_issues(cfg, maps)
     lists: dict[str, RList] = {}
     for kind, param in LIST_PARAMS.items():
         try:
@@ -318,6 +322,59 @@ def _is_ip(text: str) -> bool:
         return False
 
 
+def tls_policy_issues(cfg: Config, maps: Maps) -> list[ConfigIssue]:
+    """Each smtp_tls_policy_maps value that is no TLS policy, at its FILE:LINE."""
+    out = []
+    for spec, path, number, value in _tls_policy_values(cfg, maps):
+        if value is None:
+            out.append(ConfigIssue(path, number, spec))
+            continue
+        try:
+            tlspolicy.parse(value)
+        except tlspolicy.PolicyError as e:
+            out.append(ConfigIssue(path, number, f"smtp_tls_policy_maps: {spec}: {e}"))
+    return out
+
+
+def _tls_policy_values(cfg: Config,
+                       maps: Maps) -> Iterator[tuple[str, str, int, str | None]]:
+    """(spec, file, line, value) of every smtp_tls_policy_maps entry that ``check`` can
+    place; a table that cannot be read gives its error text as spec and no value."""
+    for spec in cfg.list("smtp_tls_policy_maps"):
+        kind, _, name = spec.partition(":")
+        try:
+            table = maps.get(spec)
+            if table.source is not None and kind.lower() in ("hash", "btree", "texthash"):
+                lines = logical_lines(read_source(spec, table.source), table.source, [])
+                located = [(table.source, n, text.split(None, 1)) for n, text in lines]
+            else:
+                line = cfg.line_of("smtp_tls_policy_maps") or 0
+                located = [(cfg.path, line, text.split("=", 1))
+                           for text in (inline_lines(spec, name) if kind == "inline" else [])]
+        except MapError as e:
+            yield str(e), cfg.path, cfg.line_of("smtp_tls_policy_maps") or 0, None
+            continue
+        for path, number, words in located:
+            yield spec, path, number, words[1] if len(words) > 1 else ""
+
+
+def _dane_warnings(cfg: Config, maps: Maps) -> list[ConfigIssue]:
+    """dane and dane-only need DNSSEC-validated TLSA records, which backupmx does not
+    look up: say where they are set and what they act as instead."""
+    acts = {"dane": "may", "dane-only": "verify"}
+    found = []
+    level = cfg.str("smtp_tls_security_level").lower()
+    if level in acts:
+        found.append((cfg.path, cfg.line_of("smtp_tls_security_level") or 0, level))
+    for _spec, path, number, value in _tls_policy_values(cfg, maps):
+        word = (value or "").split()[:1]
+        if word and word[0].lower() in acts:
+            found.append((path, number, word[0].lower()))
+    return [ConfigIssue(path, number, f"warning: TLS level {level} is not supported (no "
+                        f"DNSSEC/TLSA lookups): it acts as {acts[level]}")
+            for path, number, level in found]
+
+
 def warnings(svc: Services, resolve_names: bool = True) -> list[ConfigIssue]:
     """Things that work but that a mail administrator should hear about.
 
@@ -346,6 +403,7 @@ def warnings(svc: Services, resolve_names: bool = True) -> list[ConfigIssue]:
                             f"name {name}: {reason}; it does not count as this host")
                 for name, reason in asyncio.run(svc.resolve_own_names())]
     out += _admin_warnings(cfg)
+    out += _dane_warnings(cfg, svc.maps)
     return out
 
 

@@ -19,6 +19,7 @@ class Arrival:
     client_ip: str
     protocol: str  # SMTP, ESMTP, ESMTPS, UTF8SMTP ...
     tls: str | None = None  # e.g. "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)"
+    client_port: int = 0
 
     @property
     def client(self) -> str:

@@ -105,6 +105,9 @@ class Cleanup:
             ret=msg.ret,
             envid=msg.envid,
             client=msg.arrival.client,
+            client_port=msg.arrival.client_port,
+            helo=msg.arrival.helo,
+            protocol=msg.arrival.protocol,
         )
         actions.apply(env)
         try:

@@ -372,10 +372,24 @@ _TABLE: tuple[Param, ...] = (
     _i("smtp_mx_session_limit", "2", "Sessions (greeting received) per delivery attempt"),
     _i("smtp_line_length_limit", "998", "Content lines longer than this are folded when "
        "delivering; 0 is no limit"),
+    _b("smtp_send_xforward_command", "no", "Send the original client's name, address, port, "
+       "protocol, HELO name, queue ID and source in XFORWARD before MAIL, when the server "
+       "offers it"),
     _ch("smtp_tls_security_level", "may", ("", "none", "may", "encrypt", "dane", "dane-only",
         "fingerprint", "verify", "secure"), "TLS for deliveries; may (opportunistic STARTTLS) "
         "by default here, where Postfix has none"),
     _s("smtp_tls_CAfile", "", "CA certificates to verify servers with when delivering"),
+    _l("smtp_tls_policy_maps", "", "Tables of per-destination TLS policies (keys: next-hop "
+       "domain, .parent-domain, [host], [host]:port; values: a level with match=, ciphers=, "
+       "protocols=, exclude=)"),
+    _l("smtp_tls_verify_cert_match", "hostname", "Names a verify-level server certificate "
+       "must match: hostname (the MX name), nexthop, dot-nexthop or a name"),
+    _l("smtp_tls_secure_cert_match", "nexthop, dot-nexthop", "Names a secure-level server "
+       "certificate must match"),
+    _l("smtp_tls_fingerprint_cert_match", "", "Certificate fingerprints the fingerprint level "
+       "accepts"),
+    _ch("smtp_tls_fingerprint_digest", "sha256", ("sha256", "sha1", "md5"), "Digest of the "
+        "fingerprint level"),
     _t("minimal_backoff_time", "300s", "s", "Least time between attempts; also how long a "
        "dead destination is skipped"),
     _t("maximal_backoff_time", "4000s", "s", "Most time between attempts"),

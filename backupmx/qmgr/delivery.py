@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
 from backupmx.outcome import Outcome, Stage
 from backupmx.qmgr.ports import Delivery
+from backupmx.smtp import tlspolicy
 from backupmx.smtp.client import ClientSettings, ConnectionPool, deliver
-from backupmx.smtp.nexthop import RouteError, route, servers_for
+from backupmx.smtp.nexthop import NextHop, RouteError, route, servers_for
 from backupmx.smtp.nexthop import Server as Hop
 
 if TYPE_CHECKING:
@@ -47,6 +48,12 @@ class SmtpDeliverer:
     async def route(self, domain: str, address: str) -> list[Hop] | Outcome:
         """The servers mail for ``address`` (at ``domain``) goes to, in order, or the
         outcome every recipient there gets without an SMTP attempt."""
+        found = await self._route(domain, address)
+        return found if isinstance(found, Outcome) else found[0]
+
+    async def _route(self, domain: str,
+                     address: str) -> tuple[list[Hop], NextHop | None] | Outcome:
+        """The servers and the next hop they came from (None: the recipient domain)."""
         svc = self.services()
         cfg = svc.cfg
         try:
@@ -64,7 +71,7 @@ class SmtpDeliverer:
             return Outcome(DELIVERED, "2.0.0", "discarded by transport_maps", Stage.TRANSPORT)
         assert not isinstance(hop, str)
         try:
-            return await servers_for(
+            servers = await servers_for(
                 domain,
                 hop,
                 resolver=svc.resolver,
@@ -74,14 +81,36 @@ class SmtpDeliverer:
             )
         except RouteError as e:
             return e.outcome
+        return servers, hop
+
+    def _settings_for(self, domain: str, hop: NextHop | None) -> ClientSettings | Outcome:
+        """The delivery settings with this destination's smtp_tls_policy_maps entry."""
+        svc = self.services()
+        settings = self.client_settings()
+        specs = svc.cfg.list("smtp_tls_policy_maps")
+        if not specs:
+            return settings
+        try:
+            tables = [svc.maps.get(spec) for spec in specs]
+            keys = tlspolicy.keys(domain, hop.host if hop else None,
+                                  hop.port if hop else None, bool(hop and not hop.mx))
+            policy = tlspolicy.lookup(tables, keys)
+        except Exception as e:
+            return Outcome(DEFERRED, "4.7.5", f"TLS policy lookup problem: {e}", Stage.LOCAL)
+        if policy is None:
+            return settings
+        return settings.with_policy(policy, hop.host if hop else domain)
 
     async def deliver(self, env: Envelope, domain: str, rcpts: list[Recipient],
                       content: Callable[[], bytes]) -> Delivery:
-        servers = await self.route(domain, rcpts[0].address)
-        if isinstance(servers, Outcome):
-            return Delivery([servers] * len(rcpts), [])
+        found = await self._route(domain, rcpts[0].address)
+        if isinstance(found, Outcome):
+            return Delivery([found] * len(rcpts), [])
+        servers, hop = found
+        settings = self._settings_for(domain, hop)
+        if isinstance(settings, Outcome):
+            return Delivery([settings] * len(rcpts), [])
         outcomes = await deliver(
-            servers, env.sender, rcpts, content(), env=env, settings=self.client_settings(),
-            pool=self.pool,
+            servers, env.sender, rcpts, content(), env=env, settings=settings, pool=self.pool,
         )
         return Delivery(outcomes, servers)

@@ -151,6 +151,7 @@ class _Attempt:
             raise SessionFailure(
                 True, "5.6.7", f"SMTPUTF8 is required, but was not offered by host {name}"
             )
+        forward = conn.xforward_commands(self.env)
         mail = conn.mail_command(self.sender, mail_options(self.env, len(self.content), ext))
         rcpts = [
             conn.rcpt_command(self.recipients[i].address, rcpt_options(self.recipients[i], ext))
@@ -158,9 +159,10 @@ class _Attempt:
         ]
         data = conn.data_command()
         if "pipelining" in ext:
-            accepted, resp = await self._pipelined(conn, server, batch, mail, rcpts, data)
+            accepted, resp = await self._pipelined(conn, server, batch, forward, mail, rcpts,
+                                                   data)
         else:
-            accepted = await self._envelope(server, batch, mail, rcpts, conn.execute)
+            accepted = await self._envelope(server, batch, forward, mail, rcpts, conn.execute)
             resp = await conn.execute(data) if accepted else None
         if resp is None:
             await self._reset(conn)
@@ -177,8 +179,8 @@ class _Attempt:
         self._data_failed(conn, server, accepted, resp.code, resp.message, "end of DATA")
 
     async def _pipelined(
-        self, conn: Connection, server: Server, batch: list[int], mail: Command,
-        rcpts: list[Command], data: Command,
+        self, conn: Connection, server: Server, batch: list[int], forward: list[Command],
+        mail: Command, rcpts: list[Command], data: Command,
     ) -> tuple[list[int], SMTPResponse | None]:
         """MAIL, the RCPTs and DATA in one write (RFC 2920 3.1: DATA ends a group).
 
@@ -186,8 +188,8 @@ class _Attempt:
         accepted: then a server that still said 354 gets a lone dot, so that no
         message goes out for zero recipients and the session stays in step.
         """
-        with conn.pipeline([mail, *rcpts, data]) as group:
-            accepted = await self._envelope(server, batch, mail, rcpts, group.reply)
+        with conn.pipeline([*forward, mail, *rcpts, data]) as group:
+            accepted = await self._envelope(server, batch, forward, mail, rcpts, group.reply)
             resp = await group.reply(data)
         if accepted:
             return accepted, resp
@@ -196,23 +198,26 @@ class _Attempt:
         return accepted, None
 
     async def _envelope(
-        self, server: Server, batch: list[int], mail: Command, rcpts: list[Command],
-        reply: Callable[[Command], Awaitable[SMTPResponse]],
+        self, server: Server, batch: list[int], forward: list[Command], mail: Command,
+        rcpts: list[Command], reply: Callable[[Command], Awaitable[SMTPResponse]],
     ) -> list[int]:
-        """The replies to MAIL and each RCPT, as results; returns the accepted recipients.
+        """The replies to XFORWARD, MAIL and each RCPT, as results; returns the accepted
+        recipients.
 
         ``reply`` sends a command and waits for its answer, or, when pipelining,
-        only takes the answer to a command already sent.
+        only takes the answer to a command already sent. A refused XFORWARD counts
+        as a refused MAIL, as in Postfix's client.
         """
-        resp = await reply(mail)
-        if resp.code // 100 != 2:
-            # MAIL 5xx bounces everything still open here; 4xx and garbage are soft.
-            raise SessionFailure(
-                resp.code // 100 == 5,
-                status_of(resp.code, resp.message),
-                said(server.name, resp.code, resp.message, "MAIL FROM"),
-                f"smtp; {one_line(resp.code, resp.message)}",
-            )
+        for command, name in [*((c, "XFORWARD") for c in forward), (mail, "MAIL FROM")]:
+            resp = await reply(command)
+            if resp.code // 100 != 2:
+                # 5xx bounces everything still open here; 4xx and garbage are soft.
+                raise SessionFailure(
+                    resp.code // 100 == 5,
+                    status_of(resp.code, resp.message),
+                    said(server.name, resp.code, resp.message, name),
+                    f"smtp; {one_line(resp.code, resp.message)}",
+                )
         accepted = []
         for i, command in zip(batch, rcpts, strict=True):
             resp = await reply(command)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import socket
@@ -26,8 +27,11 @@ import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
+from backupmx.envelope import Envelope
 from backupmx.log import log
+from backupmx.smtp import tlspolicy, xforward
 from backupmx.smtp.nexthop import Server
+from backupmx.smtp.tlspolicy import TlsPolicy
 from backupmx.smtp.wire import one_line, status_of
 
 _POLL = 0.05  # how often the body transfer checks that the peer keeps reading
@@ -51,17 +55,29 @@ class ClientSettings:
     data_init_timeout: float = 120.0
     data_xfer_timeout: float = 180.0
     data_done_timeout: float = 600.0
-    tls_level: str = "none"  # none | may | encrypt | verify (others: see tls_level())
+    tls_level: str = "none"  # none may encrypt verify secure fingerprint (see tls_level())
     tls_cafile: str | None = None
+    tls_match: tuple[str, ...] = ()  # names (verify, secure) or digests (fingerprint)
+    tls_ciphers: str = ""  # a grade of tlspolicy.CIPHER_GRADES; empty: the default
+    tls_protocols: str = ""
+    tls_exclude: str = ""
+    tls_nexthop: str = ""  # the next-hop domain that nexthop / dot-nexthop stand for
+    tls_digest: str = "sha256"
+    default_match: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     line_length_limit: int = 998
     rset_timeout: float = 20.0
     starttls_timeout: float = 300.0
     recipient_limit: int = 50
     mx_session_limit: int = 2
+    send_xforward: bool = False
 
     @classmethod
     def from_config(cls, cfg: Config) -> ClientSettings:
         """The smtp_* parameters of a configuration (deliveries and probes alike)."""
+        default_match = {level: tuple(cfg.list(param)) for level, param in _MATCH_PARAM.items()}
+        fingerprints = "|".join(default_match["fingerprint"])
+        default_match["fingerprint"] = tlspolicy.parse(f"fingerprint match={fingerprints}").match \
+            if fingerprints else ()
         return cls(
             helo_name=cfg.str("smtp_helo_name"),
             bind_address=cfg.str("smtp_bind_address") or None,
@@ -74,22 +90,38 @@ class ClientSettings:
             data_done_timeout=cfg.time("smtp_data_done_timeout"),
             tls_level=cfg.str("smtp_tls_security_level"),
             tls_cafile=cfg.str("smtp_tls_CAfile") or None,
+            tls_match=default_match.get(tls_level(cfg.str("smtp_tls_security_level")), ()),
+            tls_digest=cfg.str("smtp_tls_fingerprint_digest"),
+            default_match=default_match,
             line_length_limit=cfg.int("smtp_line_length_limit"),
             rset_timeout=cfg.time("smtp_rset_timeout"),
             starttls_timeout=cfg.time("smtp_starttls_timeout"),
             recipient_limit=cfg.int("smtp_destination_recipient_limit"),
             mx_session_limit=cfg.int("smtp_mx_session_limit"),
+            send_xforward=cfg.bool("smtp_send_xforward_command"),
         )
+
+
+    def with_policy(self, policy: TlsPolicy, nexthop: str) -> ClientSettings:
+        """These settings under one hop's smtp_tls_policy_maps entry; an entry without
+        match= takes the configuration's smtp_tls_*_cert_match for its level."""
+        level = tls_level(policy.level)
+        return dataclasses.replace(
+            self, tls_level=level, tls_match=policy.match or self.default_match.get(level, ()),
+            tls_ciphers=policy.ciphers, tls_protocols=policy.protocols,
+            tls_exclude=policy.exclude, tls_nexthop=nexthop)
 
 
 # Postfix levels this client has no machinery for, mapped to the nearest level that
 # is at least as strict about what it requires (DANE without DNSSEC is opportunistic).
-_LEVEL_ALIASES = {"": "none", "dane": "may", "dane-only": "verify", "fingerprint": "verify",
-                  "secure": "verify"}
+_LEVEL_ALIASES = {"": "none", "dane": "may", "dane-only": "verify"}
+_AUTHENTICATED = ("verify", "secure", "fingerprint")
+_MATCH_PARAM = {"verify": "smtp_tls_verify_cert_match", "secure": "smtp_tls_secure_cert_match",
+                "fingerprint": "smtp_tls_fingerprint_cert_match"}
 
 
 def tls_level(level: str) -> str:
-    """smtp_tls_security_level as one of none, may, encrypt, verify."""
+    """smtp_tls_security_level as none, may, encrypt, verify, secure or fingerprint."""
     level = level.strip().lower()
     return _LEVEL_ALIASES.get(level, level)
 
@@ -133,14 +165,24 @@ def _strerror(err: OSError) -> str:
     return str(err) or type(err).__name__
 
 
-@functools.lru_cache(maxsize=8)
-def _tls_context(level: str, cafile: str | None) -> ssl.SSLContext:
-    """``verify`` checks the chain and the MX host name; ``may``/``encrypt`` only encrypt."""
-    if level == "verify":
-        return ssl.create_default_context(cafile=cafile)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+@functools.lru_cache(maxsize=16)
+def _tls_context(level: str, cafile: str | None, ciphers: str = "", protocols: str = "",
+                 exclude: str = "") -> ssl.SSLContext:
+    """``verify``/``secure`` check the chain (the names are matched after the handshake);
+    ``may``/``encrypt``/``fingerprint`` take any certificate."""
+    if level in ("verify", "secure"):
+        ctx = ssl.create_default_context(cafile=cafile)
+        ctx.check_hostname = False
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if ciphers or exclude:
+        grade = tlspolicy.CIPHER_GRADES.get(ciphers, tlspolicy.CIPHER_GRADES["medium"])
+        ctx.set_ciphers(grade + "".join(f":!{c}" for c in exclude.split(":") if c))
+    version = tlspolicy.min_version(protocols)
+    if version is not None:
+        ctx.minimum_version = version
     return ctx
 
 
@@ -373,7 +415,8 @@ class Connection:
         raise SessionFailure(permanent, status, text, f"smtp; {one_line(resp.code, resp.message)}")
 
     async def _starttls(self) -> None:
-        level, name = tls_level(self.settings.tls_level), self.server.name
+        st = self.settings
+        level, name = tls_level(st.tls_level), self.server.name
         if "starttls" not in self.extensions:
             if level == "may":
                 return
@@ -383,7 +426,8 @@ class Connection:
         try:
             await self._smtp.starttls(
                 server_hostname=self.server.host,
-                tls_context=_tls_context(level, self.settings.tls_cafile),
+                tls_context=_tls_context(level, st.tls_cafile, st.tls_ciphers,
+                                         st.tls_protocols, st.tls_exclude),
                 timeout=self.settings.starttls_timeout,
             )
         except aiosmtplib.SMTPResponseException as e:
@@ -404,10 +448,59 @@ class Connection:
             self.close()
             raise _TlsHandshakeFailed() from e
         cipher = self._smtp.get_transport_info("cipher") or ("unknown", "TLS", 0)
-        trust = "Verified" if level == "verify" else "Untrusted"
+        self._check_peer(level)
+        trust = "Verified" if level in _AUTHENTICATED else "Untrusted"
         log.info("smtp", f"{trust} TLS connection established to {name}:{self.server.port}: "
                  f"{cipher[1]} with cipher {cipher[0]} ({cipher[2]}/{cipher[2]} bits)")
         await self._hello()
+
+    def _check_peer(self, level: str) -> None:
+        """verify/secure: a certificate name the policy accepts; fingerprint: its digest.
+
+        A mismatch defers (4.7.5) with the reason; the session is closed unused.
+        """
+        if level not in _AUTHENTICATED:
+            return
+        st, ssl_obj = self.settings, self._smtp.get_transport_info("ssl_object")
+        problem = None
+        if ssl_obj is None:
+            problem = "no TLS session"
+        elif level == "fingerprint":
+            der = ssl_obj.getpeercert(binary_form=True) or b""
+            if not der or tlspolicy.fingerprint(der, st.tls_digest) not in st.tls_match:
+                problem = f"{st.tls_digest} fingerprint of the certificate is not listed"
+        else:
+            names = tlspolicy.cert_names(ssl_obj.getpeercert() or {})
+            wanted = self._wanted_names(level)
+            if not tlspolicy.names_match(names, wanted):
+                problem = (f"certificate names {', '.join(names) or 'none'} do not match "
+                           f"{', '.join(wanted) or 'anything'}")
+        if problem is not None:
+            self.close()
+            text = f"Server certificate not verified: {self.server.name}: {problem}"
+            log.info("smtp", f"server certificate verification failed for "
+                     f"{self.server.name}:{self.server.port}: {problem}")
+            raise SessionFailure(False, "4.7.5", text)
+
+    def _wanted_names(self, level: str) -> list[str]:
+        """The match= words as names: hostname (the server's name from DNS; for verify
+        only when it came from an MX lookup, which backupmx does not check by DNSSEC),
+        nexthop, dot-nexthop, or a name as written."""
+        st, out = self.settings, []
+        for word in st.tls_match:
+            key = word.lower()
+            if key == "hostname":
+                out.append(self.server.host)
+            elif key == "nexthop":
+                out.append(st.tls_nexthop or self.server.host)
+            elif key == "dot-nexthop":
+                out.append("." + (st.tls_nexthop or self.server.host))
+            else:
+                out.append(word)
+        if not st.tls_match:
+            out.append(self.server.host if level == "verify" else st.tls_nexthop
+                       or self.server.host)
+        return out
 
     async def _command(self, stage: str, timeout: float, *args: bytes) -> SMTPResponse:
         """One command and its reply; a lost or silent peer becomes a SessionFailure."""
@@ -435,6 +528,14 @@ class Connection:
             "sending RCPT TO", self.settings.rcpt_timeout,
             (b"RCPT", arg, *(o.encode("utf-8") for o in options)),
         )
+
+    def xforward_commands(self, env: Envelope) -> list[Command]:
+        """XFORWARD lines for ``env``, when enabled and the server offers XFORWARD."""
+        offer = self.extensions.get("xforward")
+        if not self.settings.send_xforward or offer is None:
+            return []
+        return [Command("sending XFORWARD", self.settings.mail_timeout, words)
+                for words in xforward.commands(env, xforward.offered(offer))]
 
     def data_command(self) -> Command:
         return Command("sending DATA command", self.settings.data_init_timeout, (b"DATA",))

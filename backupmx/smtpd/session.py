@@ -724,6 +724,7 @@ class Session:
             helo=self.ctx.helo,
             client_name=self.ctx.client_name,
             client_ip=self.ctx.client_ip,
+            client_port=self.ctx.client_port,
             protocol=self._protocol_name(tx),
             tls=f"(using {self.tls_info})" if self.tls_info else None,
         )

@@ -390,7 +390,8 @@ async def test_verify_fails_on_wrong_name(cert: tuple[Path, ssl.SSLContext]) -> 
         server.stop()
     assert (res.kind, res.status, res.text) == (
         "deferred", "4.7.5",
-        "Cannot start TLS: handshake failure with other.nausch.org[127.0.0.2]")
+        "Server certificate not verified: other.nausch.org[127.0.0.2]: certificate names "
+        "mx1.nausch.org do not match other.nausch.org")
     assert server.messages == []
 
 

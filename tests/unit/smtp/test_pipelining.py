@@ -151,7 +151,7 @@ async def test_each_rcpt_reply_goes_to_its_recipient() -> None:
     source = replies([(MAIL, "250 2.1.0 Ok"), (rcpts[0], "250 2.1.5 Ok"),
                       (rcpts[1], "450 4.2.0 try later"), (rcpts[2], "550 5.1.1 unknown"),
                       (rcpts[3], "299 odd but fine")])
-    accepted = await a._envelope(SERVER, [0, 1, 2, 3], MAIL, rcpts, source)
+    accepted = await a._envelope(SERVER, [0, 1, 2, 3], [], MAIL, rcpts, source)
     assert accepted == [0, 3]
     assert a.done == {
         1: Outcome("deferred", "4.2.0", "host mx1.nausch.org[127.0.0.2] said: "
@@ -166,7 +166,7 @@ async def test_each_rcpt_reply_goes_to_its_recipient() -> None:
 async def test_garbage_rcpt_reply_is_transient() -> None:
     a, rcpts = attempt("a@nausch.org")
     source = replies([(MAIL, "250 2.1.0 Ok"), (rcpts[0], "600 what")])
-    assert await a._envelope(SERVER, [0], MAIL, rcpts, source) == []
+    assert await a._envelope(SERVER, [0], [], MAIL, rcpts, source) == []
     assert (a.done[0].kind, a.done[0].status) == ("deferred", "4.5.0")
 
 
@@ -178,7 +178,7 @@ async def test_mail_reply_decides_for_the_whole_batch(
 ) -> None:
     a, rcpts = attempt("a@nausch.org", "b@nausch.org")
     with pytest.raises(SessionFailure) as err:
-        await a._envelope(SERVER, [0, 1], MAIL, rcpts, replies([(MAIL, reply)]))
+        await a._envelope(SERVER, [0, 1], [], MAIL, rcpts, replies([(MAIL, reply)]))
     assert (err.value.permanent, err.value.status, err.value.text, err.value.diagnostic) == (
         permanent, status,
         f"host mx1.nausch.org[127.0.0.2] said: {reply} (in reply to MAIL FROM command)",
@@ -192,7 +192,7 @@ async def test_rcpt_421_ends_the_session_keeping_earlier_results() -> None:
     source = replies([(MAIL, "250 2.1.0 Ok"), (rcpts[0], "550 5.1.1 unknown"),
                       (rcpts[1], "421 4.7.0 closing")])
     with pytest.raises(SessionFailure) as err:
-        await a._envelope(SERVER, [0, 1, 2], MAIL, rcpts, source)
+        await a._envelope(SERVER, [0, 1, 2], [], MAIL, rcpts, source)
     assert (err.value.permanent, err.value.status, err.value.text) == (
         False, "4.7.0",
         "host mx1.nausch.org[127.0.0.2] said: 421 4.7.0 closing (in reply to RCPT TO command)")
