@@ -35,9 +35,8 @@ def build(server: Server, now: float | None = None) -> dict[str, Any]:
     for env in envs:
         label = age_label(now - env.arrival)
         for domain in sorted({r.domain for r in env.open_recipients}):
-            by_age.setdefault(domain, dict.fromkeys(label for _, label in AGES))
-            counts = by_age[domain]
-            counts[label] = (counts[label] or 0) + 1
+            counts = by_age.setdefault(domain, dict.fromkeys((lb for _, lb in AGES), 0))
+            counts[label] += 1
     messages = listing.as_json(envs[:LISTED], active=qm.active)
     for item, env in zip(messages, envs, strict=False):
         item["age"] = int(now - env.arrival)
