@@ -1,6 +1,9 @@
 """The status page in a real browser (Debian's chromium driven by Playwright): a queued
 message shown, a login with the admin token, a confirmed flush delivering it, and forms
-without their token refused."""
+without their token refused.
+
+``BACKUPMX_SCREENSHOT=docs/status-page.png`` keeps the logged-in page as docs/' picture.
+"""
 
 from __future__ import annotations
 
