@@ -52,6 +52,8 @@ def build(server: Server, now: float | None = None) -> dict[str, Any]:
         "total": len(envs),
         "listed": len(messages),
         "verify": _verify(server),
+        "rejects": [{**g, "last": listing.iso_utc(g["last"])} for g in server.rejects.grouped()],
+        "rejects_kept": len(server.rejects.items),
     }
 
 

@@ -66,6 +66,8 @@ def test_flush_from_the_page_delivers_the_queued_message(
     qid = send(mx, "sender@sender.example", ["alice@nausch.org"], content).queue_id
     wait_queue(mx, lambda q: len(q) == 1 and q[0]["recipients"][0].get("last_reply"),
                timeout=60)
+    denied = send(mx, "sender@sender.example", ["bob@elsewhere.example"])
+    assert denied.rcpts[0][0] == 554 and denied.rcpts[0][1].startswith(b"5.7.1 ")
     base = f"http://127.0.0.3:{mx.admin_port}"
 
     page = browser.new_page()
@@ -73,6 +75,8 @@ def test_flush_from_the_page_delivers_the_queued_message(
     assert rows(page) == [qid]
     assert page.locator("#destinations").inner_text().count("nausch.org") >= 1
     assert page.locator("#messages button").count() == 0  # no action before a login
+    cells = page.locator("#rejects tr").nth(1).locator("td").all_inner_texts()
+    assert cells[:3] == ["RCPT", "554 5.7.1", "1"]
 
     # a form POST without session or form token changes nothing
     refused = page.request.post(base + "/action", form={"op": "delete", "id": qid,
