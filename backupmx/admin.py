@@ -1,28 +1,30 @@
-"""The admin endpoint: health, metrics and queue actions, on a Unix socket and on loopback TCP.
+"""The admin endpoint: health, metrics, queue actions and the status page, over aiohttp.
 
-A deliberately tiny HTTP/1.0 server (one request per connection, a handful of
-routes) so that the queue commands can tell a running server what to do.  The
-same routes are served on ``$queue_directory/public/admin.sock``, where the kernel
-names the peer, and on ``admin_listen`` for HTTP clients; who may do what is
-decided per request before the route runs (backupmx/adminauth.py).
+One aiohttp application is served on ``$queue_directory/public/admin.sock``, where
+the kernel names the peer, and on ``admin_listen`` for HTTP clients.  The JSON API
+is dispatched in :func:`route` (one line per route); who may call it is decided per
+request before the route runs (backupmx/adminauth.py).  The page (backupmx/page/)
+has its own handlers and its own credentials: a login session and form tokens.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import os
+import socket
 import stat
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
+
+from aiohttp import web
 
 from backupmx import adminauth
 from backupmx.adminauth import Level
 from backupmx.log import log
+from backupmx.page import views
 from backupmx.queue import listing
 from backupmx.verify import report as verify_report
 from backupmx.verify.decide import Timing
@@ -30,8 +32,8 @@ from backupmx.verify.decide import Timing
 if TYPE_CHECKING:
     from backupmx.server import Server
 
-#: what the peer of one connection may do, given the request's headers
-Grant = Callable[[asyncio.StreamWriter, dict[str, str]], tuple[Level, str]]
+#: the largest request body read (the page's forms are a few hundred bytes)
+MAX_BODY = 64 * 1024
 
 
 def parse_admin_listen(value: str) -> tuple[str, int]:
@@ -44,14 +46,13 @@ def parse_admin_listen(value: str) -> tuple[str, int]:
 
 @dataclass
 class Endpoint:
-    """The listening sockets; closing removes the Unix socket's file."""
+    """The running application; closing stops its sites and removes the socket file."""
 
-    servers: list[asyncio.base_events.Server] = field(default_factory=list)
+    runner: web.AppRunner
     socket_path: str | None = None
 
-    def close(self) -> None:
-        for srv in self.servers:
-            srv.close()
+    async def close(self) -> None:
+        await self.runner.cleanup()
         if self.socket_path:
             try:
                 os.unlink(self.socket_path)
@@ -59,32 +60,59 @@ class Endpoint:
                 pass
 
 
-async def start(server: Server, token: str | None) -> Endpoint:
-    """Serve the Unix socket (always) and admin_listen (when set), as the mail owner."""
-    cfg = server.svc.cfg
-    endpoint = Endpoint()
-    problem = adminauth.group_problem(cfg)
-    if problem:
-        log.warning("master", problem)
-    owner = os.geteuid()
+class Api:
+    """The JSON API handler: the caller's level against the request's, then :func:`route`."""
 
-    def local(writer: asyncio.StreamWriter, headers: dict[str, str]) -> tuple[Level, str]:
-        try:
-            uid, gid = adminauth.peer_ids(writer.get_extra_info("socket"))
-        except (OSError, AttributeError):
-            return Level.READ, "an unknown peer"
-        return adminauth.local_level(server.svc.cfg, uid, gid, owner), f"uid {uid}"
+    def __init__(self, server: Server, token: str | None) -> None:
+        self.server = server
+        self.token = token
+        self.owner = os.geteuid()
 
-    def remote(writer: asyncio.StreamWriter, headers: dict[str, str]) -> tuple[Level, str]:
-        peer = writer.get_extra_info("peername")
+    def grant(self, request: web.Request) -> tuple[Level, str]:
+        """What the peer may do: by its credentials on the socket, by the token on TCP."""
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None and sock.family == socket.AF_UNIX:
+            try:
+                uid, gid = adminauth.peer_ids(sock)
+            except OSError:
+                return Level.READ, "an unknown peer"
+            return adminauth.local_level(self.server.svc.cfg, uid, gid, self.owner), f"uid {uid}"
+        peer = request.transport.get_extra_info("peername") if request.transport else None
         who = f"[{peer[0]}]:{peer[1]}" if peer else "an unknown peer"
-        if adminauth.bearer_ok(headers.get("authorization", ""), token):
+        if adminauth.bearer_ok(request.headers.get("Authorization", ""), self.token):
             return Level.CHANGE, who
         return Level.READ, who
 
+    async def __call__(self, request: web.Request) -> web.Response:
+        method, path = request.method, request.path
+        needed = adminauth.required(method, path, parse_qs(request.query_string))
+        level, who = self.grant(request)
+        if level < needed:
+            log.warning("master", f"admin: permission denied: {method} {path} from {who}")
+            return web.json_response(
+                {"ok": False, "denied": True, "error": "permission denied"}, status=403)
+        try:
+            status, ctype, body = await route(self.server, method, request.path_qs)
+        except Exception as e:
+            status, ctype, body = 400, "text/plain", f"bad request: {e}\n"
+        return web.Response(status=status, body=body.encode(), headers={"Content-Type": ctype})
+
+
+async def start(server: Server, token: str | None) -> Endpoint:
+    """Serve the Unix socket (always) and admin_listen (when set), as the mail owner."""
+    cfg = server.svc.cfg
+    problem = adminauth.group_problem(cfg)
+    if problem:
+        log.warning("master", problem)
+    app = web.Application(client_max_size=MAX_BODY)
+    views.add_routes(app, server, token, route)
+    app.router.add_route("*", "/{tail:.*}", Api(server, token))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    endpoint = Endpoint(runner)
     path = adminauth.socket_path(cfg)
     try:
-        endpoint.servers.append(await _serve_unix(server, path, local))
+        await _serve_unix(runner, path)
         endpoint.socket_path = path
         log.info("master", f"admin endpoint on {path}")
     except OSError as e:  # mail still flows; the queue commands work on the files
@@ -92,13 +120,12 @@ async def start(server: Server, token: str | None) -> Endpoint:
     value = cfg.str("admin_listen")
     if value:
         host, port = parse_admin_listen(value)
-        endpoint.servers.append(await asyncio.start_server(
-            _handler(server, remote), host, port, reuse_address=True))
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
         log.info("master", f"admin endpoint on {host}:{port}")
     return endpoint
 
 
-async def _serve_unix(server: Server, path: str, grant: Grant) -> asyncio.base_events.Server:
+async def _serve_unix(runner: web.AppRunner, path: str) -> None:
     """Listen on ``path``, reachable by every local user, as Postfix's public/ sockets are.
 
     The queue directory is made traversable (not listable) and public/ 0711; the
@@ -112,43 +139,8 @@ async def _serve_unix(server: Server, path: str, grant: Grant) -> asyncio.base_e
     os.chmod(public, 0o711)
     if os.path.exists(path) and stat.S_ISSOCK(os.lstat(path).st_mode):
         os.unlink(path)  # left by a server that did not stop cleanly
-    srv = await asyncio.start_unix_server(_handler(server, grant), path)
+    await web.UnixSite(runner, path).start()
     os.chmod(path, 0o666)
-    return srv
-
-
-def _handler(server: Server, grant: Grant) -> Callable[
-        [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            first, *lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = first.split(" ", 2)
-            headers = {k.strip().lower(): v.strip()
-                       for k, sep, v in (line.partition(":") for line in lines) if sep}
-            url = urlsplit(target)
-            needed = adminauth.required(method, url.path, parse_qs(url.query))
-            level, who = grant(writer, headers)
-            if level < needed:
-                log.warning("master", f"admin: permission denied: {method} {url.path} "
-                            f"from {who}")
-                status, ctype, body = 403, "application/json", json.dumps(
-                    {"ok": False, "denied": True, "error": "permission denied"})
-            else:
-                status, ctype, body = await route(server, method, target)
-        except Exception as e:
-            status, ctype, body = 400, "text/plain", f"bad request: {e}\n"
-        data = body.encode()
-        writer.write(
-            f"HTTP/1.0 {status} {'OK' if status == 200 else 'Error'}\r\n"
-            f"Content-Type: {ctype}\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
-        )
-        try:
-            await writer.drain()
-        finally:
-            writer.close()
-
-    return handle
 
 
 async def route(server: Server, method: str, target: str) -> tuple[int, str, str]:

@@ -162,6 +162,8 @@ class Supervisor:
             if "refusal" in answer:
                 w.peers[int(msg["key"])] = peer
             return answer
+        elif kind == "reject":
+            server.rejects.add(str(msg["stage"]), int(msg["code"]), str(msg["dsn"]))
         elif kind == "release":
             gone = w.peers.pop(int(msg["key"]), None)
             if gone is not None:

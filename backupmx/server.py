@@ -194,7 +194,7 @@ class Server(SmtpdHost):
         self.watch.stop()
         self._maps_task.cancel()
         if self._admin:
-            self._admin.close()
+            await self._admin.close()
         self.spool.close()
         self.svc.policy.close()
         await verify_service.close_all()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages that the end-to-end tests run as real peers or use
-# as tools (logrotate, systemd-analyze).
+# as tools (logrotate, systemd-analyze, chromium for the status page's browser test).
 #
 # Idempotent: a package is installed only when its binary is missing, and
 # `apt-get update` runs only when something has to be installed. The tests start
@@ -22,6 +22,8 @@ declare -A PACKAGE_OF=(
     [haproxy]=haproxy
     [logrotate]=logrotate
     [systemd-analyze]=systemd
+    [chromium]=chromium
+    [chromedriver]=chromium-driver
 )
 # the services those packages ship; none may run outside the tests
 SERVICES=(unbound unbound-resolvconf postfix fail2ban postgrey redis-server haproxy)

@@ -16,7 +16,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from backupmx import config, services
+from backupmx import config, rejects, services
 from backupmx.log import log
 from backupmx.maps import Maps
 from backupmx.queue.store import Spool
@@ -67,8 +67,13 @@ class SmtpdHost:
         self._listeners: list[asyncio.base_events.Server] = []
         self._free_checked = 0.0
         self._free_ok = True
+        self.rejects = rejects.Recent()
 
     # --- used by sessions -----------------------------------------------------------
+    def rejected(self, stage: str, code: int, dsn: str) -> None:
+        """A restriction refused something at ``stage`` with this reply (as sent)."""
+        self.rejects.add(stage, code, dsn)
+
     def smtp_port(self) -> int:
         return self.svc.cfg.int("smtp_tcp_port")
 

@@ -23,7 +23,7 @@ from backupmx.envelope import Recipient
 from backupmx.log import log
 from backupmx.policy.request import new_instance
 from backupmx.queue.ids import new_id
-from backupmx.reply import Reply, soft_bounced_line
+from backupmx.reply import Reply, soft_bounced, soft_bounced_line
 from backupmx.restrictions import dnsbl
 from backupmx.restrictions.addresses import unverified_name
 from backupmx.restrictions.engine import Context, EvalState, Verdict, evaluate
@@ -163,6 +163,8 @@ class Session:
         if self.ctx.helo:
             parts.append(f"helo=<{self.ctx.helo}>")
         log.info("smtpd", " ".join(parts))
+        sent = soft_bounced(reply) if self.svc.cfg.bool("soft_bounce") else reply
+        self.server.rejected(stage, sent.code, sent.dsn)
 
     async def _refuse(self, stage: str, verdict: Verdict, rcpt: str | None = None) -> bool:
         """Log and send a restriction's reject; a 421 or 521 ends the session, at any stage."""

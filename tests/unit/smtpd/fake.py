@@ -13,6 +13,7 @@ from backupmx import config, services
 from backupmx.anvil import Anvil
 from backupmx.envelope import Envelope
 from backupmx.queue.store import SpoolError
+from backupmx.rejects import Recent
 from backupmx.smtpd.conn import Conn
 from backupmx.smtpd.session import Session, anvil_reply
 
@@ -90,9 +91,13 @@ class FakeServer:
         self.anvil = Anvil()
         self.sessions: set[Session] = set()
         self.stopping = False
+        self.rejects = Recent()
 
     def spool_free_ok(self) -> bool:
         return True
+
+    def rejected(self, stage: str, code: int, dsn: str) -> None:
+        self.rejects.add(stage, code, dsn)
 
     async def admit(self, session: Session) -> str | None:
         refusal = self.anvil.admit(session, self.svc)
