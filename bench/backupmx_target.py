@@ -26,17 +26,21 @@ relayhost = [{primary}]:{port}
 smtpd_recipient_restrictions = {restrictions}
 smtpd_client_connection_count_limit = 0
 maillog_file = {dir}/maillog
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
 """
 
 
 class BackupMX:
     def __init__(self, root: Path, host: str, port: int, primary: str, restrictions: str,
-                 dns: str, admin: int) -> None:
+                 dns: str, admin: int, cert: Path, key: Path) -> None:
         self.dir = root / "backupmx"
         self.host, self.port, self.admin = host, port, admin
         self.cf = self.dir / "backupmx.cf"
         self.text = CONFIG.format(host=host, port=port, admin=admin, dir=self.dir, dns=dns,
-                                  primary=primary, restrictions=restrictions)
+                                  primary=primary, restrictions=restrictions,
+                                  cert=cert, key=key)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def setup(self) -> None:

@@ -29,18 +29,23 @@ smtp_dns_support_level = disabled
 alias_maps =
 alias_database =
 local_recipient_maps =
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
 """
 
 
 class Postfix:
     """``postfix -c DIR`` with its own queue; smtpd on HOST:PORT only."""
 
-    def __init__(self, root: Path, host: str, port: int, primary: str, restrictions: str) -> None:
+    def __init__(self, root: Path, host: str, port: int, primary: str, restrictions: str,
+                 cert: Path, key: Path) -> None:
         self.dir = root / "postfix"
         self.conf = self.dir / "conf"
         self.host, self.port = host, port
         self.primary = primary
         self.restrictions = restrictions
+        self.cert, self.key = cert, key
 
     def setup(self) -> None:
         if self.dir.exists():
@@ -50,7 +55,8 @@ class Postfix:
         (self.dir / "queue").mkdir()
         shutil.chown(self.dir / "data", "postfix")
         (self.conf / "main.cf").write_text(MAIN_CF.format(
-            dir=self.dir, primary=self.primary, port=self.port, restrictions=self.restrictions))
+            dir=self.dir, primary=self.primary, port=self.port, restrictions=self.restrictions,
+            cert=self.cert, key=self.key))
         master = Path("/etc/postfix/master.cf").read_text()
         lines = []
         for line in master.splitlines():

@@ -31,6 +31,8 @@ sys.path.insert(0, str(REPO))
 from bench.backupmx_target import BackupMX  # noqa: E402
 from bench.postfix import Postfix  # noqa: E402
 from bench.procs import cpu_seconds  # noqa: E402
+from bench.tlssource import Job  # noqa: E402
+from bench.tlssource import run as tls_source  # noqa: E402
 from tests.peers.unbound import Unbound  # noqa: E402
 
 RESTRICTIONS = ("reject_non_fqdn_sender, reject_non_fqdn_recipient, permit_mynetworks, "
@@ -150,6 +152,32 @@ def accept_down(t: Target, n: int, sessions: int, rcpts: int = 1) -> Measured:
     cpu = cpu_seconds(t.pids())
     rate = n / source(t, n, sessions, rcpts)
     return rate, (cpu_seconds(t.pids()) - cpu) / n * 1000
+
+
+def accept_tls(t: Target, n: int, sessions: int, client: dict[str, float]) -> Measured:
+    """Messages/s accepted over STARTTLS while the primary is down; the client's own CPU
+    (share of one core) goes into ``client``."""
+    t.clear_queue()
+    cpu = cpu_seconds(t.pids())
+    got = tls_source(Job(t.host, t.port, n, sessions, SIZE, SENDER, RCPT,
+                         "client.example.net"), os.cpu_count() or 1)
+    if got.failed:
+        raise RuntimeError(f"{got.failed} STARTTLS sessions failed against {t.host}")
+    key = f"accept_tls:{sessions}"
+    client[key] = max(client.get(key, 0.0), got.client_cpu_s / got.seconds)
+    return got.rate, (cpu_seconds(t.pids()) - cpu) / n * 1000
+
+
+def certificate(d: Path) -> tuple[Path, Path]:
+    """One self-signed ECDSA P-256 certificate, the kind certbot issues by default, for
+    both servers."""
+    cert, key = d / "tls.crt", d / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "30", "-subj", "/CN=mx1.tachtler.net"],
+                   check=True, capture_output=True, timeout=60)
+    key.chmod(0o644)  # Postfix's smtpd reads it too; a benchmark's throwaway key
+    return cert, key
 
 
 def relay(t: Target, port: int, n: int, sessions: int) -> Measured:
@@ -275,6 +303,10 @@ def big_queue(t: Target, port: int, n: int, seed: Callable[[int], None]) -> dict
 # --- the run ------------------------------------------------------------------------
 
 
+def _name_of(targets: dict[str, Any], t: Target) -> str:
+    return next(name for name, x in targets.items() if x is t)
+
+
 def machine() -> dict[str, str]:
     fs = subprocess.run(["df", "-T", tempfile.gettempdir()], capture_output=True,
                         text=True).stdout.splitlines()[-1].split()[1]
@@ -309,12 +341,14 @@ def main() -> int:
         f"mx1.nausch.org. 3600 IN A {PRIMARY}",
     ])
     dns.start()
+    cert, key = certificate(root)
     targets: dict[str, Any] = {
-        "postfix": Postfix(root, HOSTS["postfix"], port, PRIMARY, RESTRICTIONS),
+        "postfix": Postfix(root, HOSTS["postfix"], port, PRIMARY, RESTRICTIONS, cert, key),
         "backupmx": BackupMX(root, HOSTS["backupmx"], port, PRIMARY, RESTRICTIONS, dns.address,
-                             free_port(["127.0.0.1"])),
+                             free_port(["127.0.0.1"]), cert, key),
     }
-    results: dict[str, dict[str, Any]] = {name: {"cpu": {}} for name in targets}
+    results: dict[str, dict[str, Any]] = {name: {"cpu": {}, "client_cpu": {}}
+                                          for name in targets}
     def want(key: str) -> bool:
         return not only or key in only
 
@@ -350,6 +384,9 @@ def main() -> int:
             both(f"accept:{sessions}", lambda t, s=sessions: accept_down(t, args.count, s))
         both("accept:50x10rcpt", lambda t: accept_down(t, args.count // 2, 50, 10))
         for sessions in (10, 50, 100):
+            both(f"accept_tls:{sessions}", lambda t, s=sessions: accept_tls(
+                t, args.count, s, results[_name_of(targets, t)]["client_cpu"]))
+        for sessions in (10, 50, 100):
             both(f"relay:{sessions}", lambda t, s=sessions: relay(t, port, args.count, s))
         both("drain", lambda t: drain(t, port, args.drain))
         if want("recovery"):
@@ -382,8 +419,9 @@ def main() -> int:
     if args.merge and (REPO / "bench" / "results.json").exists():
         old = json.loads((REPO / "bench" / "results.json").read_text())["results"]
         for name in results:
-            cpu = {**old.get(name, {}).get("cpu", {}), **results[name]["cpu"]}
-            results[name] = {**old.get(name, {}), **results[name], "cpu": cpu}
+            merged = {key: {**old.get(name, {}).get(key, {}), **results[name][key]}
+                      for key in ("cpu", "client_cpu")}
+            results[name] = {**old.get(name, {}), **results[name], **merged}
     report = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "runs": args.runs, "count": args.count, "drain": args.drain, "idle": args.idle,
               "queue": args.queue, "results": results}
