@@ -65,5 +65,10 @@ class Envelope:
         return [r for r in self.recipients if r.open]
 
     @property
+    def made_here(self) -> bool:
+        """A notice of backupmx's own (a DSN), which no client handed in."""
+        return not self.client
+
+    @property
     def done(self) -> bool:
         return not self.open_recipients

@@ -113,16 +113,18 @@ def settle(env: Envelope, results: list[tuple[Recipient, Outcome]], now: float,
     The one place where a bounce may turn into a deferral (``soft_bounce``), a 5xx of
     the primary itself into a quarantine or a silent drop (``primary_reject_action``),
     and a deferral into a bounce (the queue lifetime is over).  A bounce decided here
-    (no route, a ``transport_maps`` error, a check of ours) and expiry keep the DSN.
+    (no route, a ``transport_maps`` error, a check of ours) and expiry keep the DSN; so
+    does a notice of our own, which went to the sender's server, not to a primary.
     """
     expired = policy.expired(env, now)
+    action = "bounce" if env.made_here else policy.reject_action
     final: list[tuple[Recipient, Outcome]] = []
     any_expired = False
     for r, o in results:
         if policy.soft_bounce:
             o = o.soft()
         if o.refused:
-            o = refusal(o, policy.reject_action)
+            o = refusal(o, action)
         elif expired and o.kind == DEFERRED:
             o, any_expired = o.expired(), True
         final.append((r, o))

@@ -121,7 +121,8 @@ def test_a_dsn_that_cannot_be_stored_keeps_the_original_queued(tmpfs, backupmx_f
     """The original leaves the queue only once its DSN is durable: with the disk full
     when the bounce is decided, both wait, and the DSN goes out once there is room."""
     spool = tmpfs / "spool"
-    mx = backupmx_factory(SEED + f"queue_directory = {spool}\nmessage_size_limit = 200000\n")
+    mx = backupmx_factory(SEED + f"queue_directory = {spool}\nmessage_size_limit = 200000\n"
+                          "primary_reject_action = bounce\n")
     primary.stop()
     body = message("bounces", body=("x" * 76 + "\r\n") * 1000)  # about 78 kB
     out = send(mx, "s@sender.example", ["nobody@nausch.org"], body)

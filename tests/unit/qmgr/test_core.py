@@ -28,7 +28,7 @@ SENT = Outcome(DELIVERED, "2.0.0", "250 2.0.0 Ok", Stage.RECIPIENT, "mx1.nausch.
 
 def envelope(*addrs: str, sender: str = "s@sender.example", arrival: float = T0) -> Envelope:
     return Envelope(id="A1", sender=sender, recipients=[Recipient(a) for a in addrs],
-                    arrival=arrival)
+                    arrival=arrival, client="mail.sender.example[192.0.2.1]")
 
 
 @pytest.mark.parametrize(("age", "delay"), [(0, 300), (299, 300), (1000, 1000), (3999, 3999),
@@ -243,6 +243,13 @@ def test_bounces_decided_here_keep_their_notice(action: str) -> None:
                           policy)
     assert [o for _, o in verdict.failures] == [TOO_BIG, NULL_MX]
     assert verdict.held == []
+
+
+def test_a_notice_of_our_own_is_never_quarantined() -> None:
+    notice = Envelope(id="N1", sender="", recipients=[Recipient("s@sender.example")],
+                      arrival=T0)
+    verdict = core.settle(notice, [(notice.recipients[0], UNKNOWN)], T0, POLICY)
+    assert [o for _, o in verdict.failures] == [UNKNOWN] and verdict.held == []
 
 
 def test_expiry_still_bounces_under_hold() -> None:

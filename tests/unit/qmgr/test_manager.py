@@ -120,7 +120,8 @@ class World:
 
     def envelope(self, qid: str, *addrs: str) -> Envelope:
         env = Envelope(id=qid, sender="s@sender.example",
-                       recipients=[Recipient(a) for a in addrs], arrival=T0)
+                       recipients=[Recipient(a) for a in addrs], arrival=T0,
+                       client="mail.sender.example[192.0.2.1]")
         self.qm.msgs[qid] = env
         return env
 
