@@ -5,7 +5,13 @@ discard drops the refused recipients without a DSN."""
 from __future__ import annotations
 
 import email
+import http.cookiejar
 import re
+import secrets
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,3 +196,72 @@ def test_soft_bounce_defers_instead_of_quarantining(backupmx_factory, primary, s
     assert q[0]["state"] != "hold"
     mx.wait_log(rf"{qid}: to=<nobody@nausch\.org>, .*dsn=4\.1\.1, status=deferred \(host ")
     assert "quarantined" not in mx.log_text()
+
+
+def token_file(tmp_path: Path) -> tuple[str, Path]:
+    token = secrets.token_hex(32)
+    path = tmp_path / "admin.token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token, path
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def post(opener: urllib.request.OpenerDirector, url: str,
+         form: dict[str, str]) -> tuple[int, str]:
+    """The status and body of a form POST (a redirect is returned, not followed)."""
+    data = urllib.parse.urlencode(form).encode()
+    try:
+        with opener.open(url, data=data, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_the_page_bounces_a_quarantined_message_with_its_form_token(
+        backupmx_factory, primary, sender_mx, tmp_path):
+    token, path = token_file(tmp_path)
+    primary.users = {"alice@nausch.org"}
+    mx = backupmx_factory(SEED + f"admin_token_file = {path}\n")
+    qid = quarantine_one(mx, primary, message("page bounce"))
+    held(mx, qid)
+    base = f"http://127.0.0.3:{mx.admin_port}"
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect())
+    assert post(opener, base + "/login", {"token": token})[0] == 303
+    with opener.open(base + "/", timeout=30) as resp:
+        html = resp.read().decode()
+    m = re.search(r'name="csrf" value="([0-9a-f]{64})"', html)
+    assert m, html
+    csrf = m.group(1)
+    row = html[html.index(f'data-id="{qid}"'):].split("</tr>", 1)[0]
+    assert "quarantined: refused by the primary" in row
+    assert 'name="op" value="bounce"' in row
+    assert "User unknown in virtual mailbox table" in row  # the primary's reply, shown
+    # without the form token: refused, nothing changes
+    status, _ = post(opener, base + "/action", {"op": "bounce", "id": qid, "confirm": "yes"})
+    assert status == 403
+    status, _ = post(opener, base + "/action",
+                     {"op": "bounce", "id": qid, "confirm": "yes", "csrf": "0" * 64})
+    assert status == 403
+    assert [m["id"] for m in queue(mx)] == [qid] and sender_mx.messages == []
+    # with it: first the confirmation, then the bounce
+    status, page = post(opener, base + "/action", {"op": "bounce", "id": qid, "csrf": csrf})
+    assert status == 200 and f"Bounce message <b>{qid}</b>?" in page
+    status, _ = post(opener, base + "/action",
+                     {"op": "bounce", "id": qid, "csrf": csrf, "confirm": "yes"})
+    assert status == 303
+    dsn = sender_mx.wait_for(1, timeout=30)[0]
+    assert dsn.rcpts == ["sender@sender.example"]
+    assert b"Final-Recipient: rfc822; nobody@nausch.org" in dsn.data
+    assert b"Status: 5.1.1" in dsn.data
+    wait_queue(mx, lambda q: q == [], timeout=30)
+    mx.wait_log(rf"admin page: bounce {qid} from \[127\.0\.0\.\d+\]:\d+: 200")
+    # a message that is not quarantined cannot be bounced
+    status, page = post(opener, base + "/action",
+                        {"op": "bounce", "id": qid, "csrf": csrf, "confirm": "yes"})
+    assert status == 404 and "no such quarantined message" in page
