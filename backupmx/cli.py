@@ -202,9 +202,11 @@ def _denied(what: str) -> int:
 
 async def _on_files(cfg: config.Config, spool: Spool, q: str, qid: str) -> bool:
     """delete, hold, release or bounce straight in the spool, when no server answers."""
-    if q == "bounce":
+    if q == "bounce":  # logged where the server logs: a result line per recipient
         from backupmx.qmgr import quarantine
+        from backupmx.smtpd.host import configure_logging
 
+        configure_logging(cfg)
         return await quarantine.bounce_on_files(spool, lambda: cfg, qid)
     if q == "delete" and qid == "ALL":
         await spool.delete_all()

@@ -164,6 +164,8 @@ def test_bounce_all_without_a_running_server(mx, primary, sender_mx):
     mx.stop()
     res = mx.cli("queue", "bounce", "ALL")
     assert res.returncode == 0, res.stderr
+    mx.wait_log(rf"{qid}: to=<nobody@nausch\.org>, .*dsn=5\.1\.1, status=bounced \(host ")
+    mx.wait_log(rf"{qid}: sender non-delivery notification: [0-9A-F]+")
     mx.start()
     dsn = sender_mx.wait_for(1, timeout=30)[0]
     assert b"Final-Recipient: rfc822; nobody@nausch.org" in dsn.data
