@@ -157,6 +157,18 @@ def test_a_refused_mail_from_or_end_of_data_is_quarantined(backupmx_factory, pri
     wait_queue(mx, lambda q: q == [], timeout=30)
 
 
+def test_mail_from_the_null_sender_is_quarantined_too(mx, primary, sender_mx):
+    """Mail accepted with MAIL FROM:<> is kept like any other; bouncing it sends nothing
+    (no bounce of a bounce) and removes it."""
+    qid = send(mx, "", ["nobody@nausch.org"], message("a bounce")).queue_id
+    held(mx, qid)
+    no_notice(mx, sender_mx, qid)
+    assert mx.cli("queue", "bounce", qid).returncode == 0
+    mx.wait_log(rf"{qid}: undeliverable bounce discarded \(null sender\)")
+    mx.wait_log(rf"{qid}: removed")
+    assert queue(mx) == [] and sender_mx.messages == []
+
+
 def test_bounce_all_without_a_running_server(mx, primary, sender_mx):
     """On the spool itself: the notice is queued and goes out when the server starts."""
     qid = quarantine_one(mx, primary, message("offline"))
