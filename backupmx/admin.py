@@ -189,6 +189,8 @@ async def route(server: Server, method: str, target: str) -> tuple[int, str, str
         return _result(await qm.hold(qid), qid)
     if path == "/queue/release":
         return _result(await qm.release(qid), qid)
+    if path == "/queue/bounce":
+        return await _bounce(server, qid)
     return 404, "text/plain", "not found\n"
 
 
@@ -203,6 +205,22 @@ async def verify_entry(server: Server, address: str, probe: bool) -> tuple[int, 
         entry = svc.verifier.entry(address)
     d = verify_report.describe(address, entry, Timing.from_cfg(svc.cfg), time.time())
     return 200, "application/json", json.dumps(d)
+
+
+async def _bounce(server: Server, qid: str) -> tuple[int, str, str]:
+    """``queue bounce ID|ALL``: a quarantined message returned to its sender now."""
+    qm = server.qmgr
+    try:
+        n = await qm.bounce_all() if qid == "ALL" else int(await qm.bounce(qid))
+    except Exception as e:  # the notice could not be stored: nothing has changed
+        return 503, "application/json", json.dumps(
+            {"ok": False, "error": f"{qid}: cannot queue the non-delivery notification: {e}"})
+    if qid == "ALL":
+        return 200, "application/json", json.dumps({"ok": True, "bounced": n})
+    if n:
+        return 200, "application/json", json.dumps({"ok": True})
+    return 404, "application/json", json.dumps(
+        {"ok": False, "error": f"{qid}: no such quarantined message"})
 
 
 def _result(ok: bool, qid: str) -> tuple[int, str, str]:
@@ -230,7 +248,7 @@ def metrics(server: Server) -> str:
         "# HELP backupmx_delivery_results_total Recipient delivery results.",
         "# TYPE backupmx_delivery_results_total counter",
     ]
-    for kind in ("delivered", "deferred", "bounced"):
+    for kind in ("delivered", "deferred", "bounced", "held", "discarded"):
         lines.append(f'backupmx_delivery_results_total{{result="{kind}"}} {qm.stats[kind]}')
     verifier = server.svc.verifier
     lines += [

@@ -75,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
         ("delete", "delete a message (ID or ALL)"),
         ("hold", "put a message on hold"),
         ("release", "release a message from hold"),
+        ("bounce", "return a quarantined message to its sender now (ID or ALL)"),
     ):
         x = qs.add_parser(name, help=helptext)
         x.add_argument("id")
@@ -152,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return status_command(cfg, args)
     if args.cmd == "queue":
         if args.qcmd is None:
-            print("backupmx: queue needs a command: list, show, flush, delete, hold, release",
-                  file=sys.stderr)
+            print("backupmx: queue needs a command: list, show, flush, delete, hold, release, "
+                  "bounce", file=sys.stderr)
             return 2
         return queue_command(cfg, args)
     return 2
@@ -199,8 +200,14 @@ def _denied(what: str) -> int:
     return 1
 
 
-async def _on_files(spool: Spool, q: str, qid: str) -> bool:
-    """delete, hold or release straight in the spool, when no server answers."""
+async def _on_files(cfg: config.Config, spool: Spool, q: str, qid: str) -> bool:
+    """delete, hold, release or bounce straight in the spool, when no server answers."""
+    if q == "bounce":  # logged where the server logs: a result line per recipient
+        from backupmx.qmgr import quarantine
+        from backupmx.smtpd.host import configure_logging
+
+        configure_logging(cfg)
+        return await quarantine.bounce_on_files(spool, lambda: cfg, qid)
     if q == "delete" and qid == "ALL":
         await spool.delete_all()
         return True
@@ -287,10 +294,11 @@ def _queue_command(cfg: config.Config, args: argparse.Namespace) -> int:
         spool = Spool(cfg.str("queue_directory"))
         spool.open()
         try:
-            ok = asyncio.run(_on_files(spool, q, args.id))
+            ok = asyncio.run(_on_files(cfg, spool, q, args.id))
         finally:
             spool.close()
-        res = {"ok": ok, "error": f"{args.id}: no such message"}
+        what = "quarantined message" if q == "bounce" else "message"
+        res = {"ok": ok, "error": f"{args.id}: no such {what}"}
     if res.get("denied"):
         return _denied(f"queue {q}")
     if not res.get("ok"):

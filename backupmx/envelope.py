@@ -8,7 +8,12 @@ PENDING = "pending"
 DEFERRED = "deferred"
 DELIVERED = "delivered"
 BOUNCED = "bounced"
-OPEN_STATES = (PENDING, DEFERRED)
+#: refused by the primary and kept for the administrator (primary_reject_action = hold):
+#: still open, so the message stays queued, on hold, until released, bounced or deleted
+HELD = "held"
+#: refused by the primary and dropped without a DSN (primary_reject_action = discard)
+DISCARDED = "discarded"
+OPEN_STATES = (PENDING, DEFERRED, HELD)
 
 
 @dataclass
@@ -22,6 +27,8 @@ class Recipient:
     attempts: int = 0
     last_reply: str | None = None
     next_attempt: float | None = None
+    #: while HELD: the primary's refusal (backupmx/qmgr/quarantine.py), for a later DSN
+    refusal: dict[str, str | None] | None = None
 
     @property
     def domain(self) -> str:
@@ -56,6 +63,11 @@ class Envelope:
     @property
     def open_recipients(self) -> list[Recipient]:
         return [r for r in self.recipients if r.open]
+
+    @property
+    def made_here(self) -> bool:
+        """A notice of backupmx's own (a DSN), which no client handed in."""
+        return not self.client
 
     @property
     def done(self) -> bool:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED
+from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, DISCARDED, HELD
 
-__all__ = ["BOUNCED", "DEFERRED", "DELIVERED", "Outcome", "Stage", "delay_text", "log_text"]
+__all__ = ["BOUNCED", "DEFERRED", "DELIVERED", "DISCARDED", "HELD", "Outcome", "Stage",
+           "delay_text", "log_text"]
 
 
 class Stage(enum.Enum):
@@ -29,7 +30,8 @@ class Stage(enum.Enum):
     LOCAL = "local"  # a failure of our own (a bug, a table that cannot be read)
 
 
-_LOG_STATUS = {DELIVERED: "sent", DEFERRED: "deferred", BOUNCED: "bounced"}
+_LOG_STATUS = {DELIVERED: "sent", DEFERRED: "deferred", BOUNCED: "bounced", HELD: "held",
+               DISCARDED: "discarded"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +40,18 @@ class Outcome:
 
     ``text`` is Postfix's reason text (for a reply: ``host X said: ...``), ``relay``
     the ``host[ip]:port`` that answered (None: no server did), ``diagnostic`` the
-    server's reply as a DSN diagnostic (``smtp; 550 ...``) when there was one.
+    server's reply as a DSN diagnostic (``smtp; 550 ...``) when there was one;
+    ``replied`` that the server's own reply decided it, rather than a check of ours
+    (a size or SMTPUTF8 the server did not offer, a route, a table).
     """
 
-    kind: str  # delivered | deferred | bounced
+    kind: str  # delivered | deferred | bounced | held | discarded
     status: str  # RFC 3463 enhanced status code
     text: str
     stage: Stage
     relay: str | None = None
     diagnostic: str | None = None
+    replied: bool = False
 
     @property
     def reached(self) -> bool:
@@ -73,6 +78,11 @@ class Outcome:
         """The answering server's host name, for a DSN's Remote-MTA."""
         return self.relay.split("[", 1)[0] if self.relay else None
 
+    @property
+    def refused(self) -> bool:
+        """A 5xx the server itself gave: what primary_reject_action decides about."""
+        return self.kind == BOUNCED and self.replied
+
     def soft(self) -> Outcome:
         """``soft_bounce``: a bounce becomes a deferral with the 4.X.Y status."""
         if self.kind != BOUNCED:
@@ -82,6 +92,10 @@ class Outcome:
     def expired(self) -> Outcome:
         """Out of queue lifetime: the deferral becomes final, its reason and status kept."""
         return replace(self, kind=BOUNCED) if self.kind == DEFERRED else self
+
+    def as_kind(self, kind: str) -> Outcome:
+        """The same reply with another result: a refusal HELD or DISCARDED."""
+        return replace(self, kind=kind)
 
 
 def delay_text(seconds: float) -> str:

@@ -413,6 +413,11 @@ _TABLE: tuple[Param, ...] = (
         "an undeliverable bounce is logged and discarded"),
     _b("soft_bounce", "no", "Turn every permanent failure into a temporary one (testing "
        "aid): the SMTP server sends each 5xx reply as 4xx, protocol errors included"),
+    _ch("primary_reject_action", "hold", ("hold", "bounce", "discard"), "What a 5xx reply of "
+        "the primary itself (at HELO, MAIL, RCPT or the end of DATA) does to the recipients it "
+        "refused: hold quarantines the message on hold with the reply as its reason and sends "
+        "no DSN (the sender may be forged); bounce sends the sender a DSN, as Postfix does; "
+        "discard drops them without a DSN. Route failures decided here and expiry still bounce"),
     _l("fast_flush_domains", "$relay_domains", "Domains whose mail ETRN may flush"),
     # server limits
     _z("message_size_limit", "10240000", "Largest accepted message in bytes; 0 is no limit"),

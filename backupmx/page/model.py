@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from backupmx.qmgr import core
 from backupmx.queue import listing
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ def build(server: Server, now: float | None = None) -> dict[str, Any]:
     messages = listing.as_json(envs[:LISTED], active=qm.active)
     for item, env in zip(messages, envs, strict=False):
         item["age"] = int(now - env.arrival)
+        item["quarantined"] = bool(core.quarantined(env))
     status = server.watch.status()
     for dest in status["destinations"]:
         dest["dead"] = qm.dead.reason(dest["destination"], now)

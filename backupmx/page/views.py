@@ -33,6 +33,7 @@ ACTIONS = {
     "hold": ("/queue/hold", "id"),
     "release": ("/queue/release", "id"),
     "delete": ("/queue/delete", "id"),
+    "bounce": ("/queue/bounce", "id"),
 }
 
 TEMPLATES = jinja2.Environment(

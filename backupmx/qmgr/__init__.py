@@ -1,8 +1,8 @@
 """The queue manager: decisions (``core``) behind ports (``ports``), wired here.
 
 ``build`` gives the queue manager the parts it uses -- the spool, the deliverer, the
-bouncer, the health probe and the policy of the running configuration -- instead of
-the whole server.
+bouncer, the health probe, the quarantine alert and the policy of the running
+configuration -- instead of the whole server.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from backupmx.qmgr.delivery import SmtpDeliverer
 from backupmx.qmgr.manager import Qmgr
 from backupmx.qmgr.notify import DsnBouncer
 from backupmx.qmgr.probe import GreetingProbe
+from backupmx.qmgr.quarantine import LogAlert
 from backupmx.smtp.client import ConnectionPool
 
 if TYPE_CHECKING:
@@ -42,4 +43,5 @@ def build(spool: Spool, services: Callable[[], Services], port: Callable[[], int
         GreetingProbe(),
         policy,
         pool=pool,
+        alert=LogAlert(),
     )

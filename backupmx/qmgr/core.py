@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from backupmx import bounce
-from backupmx.envelope import BOUNCED, DEFERRED, Envelope, Recipient
+from backupmx.envelope import BOUNCED, DEFERRED, DISCARDED, HELD, Envelope, Recipient
 from backupmx.outcome import Outcome, Stage
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ class Policy:
     concurrency: int = 20
     connect_timeout: float = 30.0
     delay_warning: float = 0.0  # 0: no delay notices
+    reject_action: str = "hold"  # primary_reject_action: hold | bounce | discard
 
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
@@ -52,6 +53,7 @@ class Policy:
             concurrency=cfg.int("default_destination_concurrency_limit"),
             connect_timeout=cfg.time("smtp_connect_timeout"),
             delay_warning=cfg.time("delay_warning_time"),
+            reject_action=cfg.str("primary_reject_action"),
         )
 
     def lifetime(self, env: Envelope) -> float:
@@ -79,8 +81,9 @@ def backoff(now: float, arrival: float, minimal: float, maximal: float) -> float
 
 def due(env: Envelope, now: float, notice_due: float | None = None) -> float:
     """When the message is next due: its earliest recipient or the retry of a notice
-    that could not be stored (``notice_due``), else now."""
-    times = [r.next_attempt for r in env.open_recipients if r.next_attempt is not None]
+    that could not be stored (``notice_due``), else now.  A recipient without a next
+    attempt (new, flushed, or held until released) is due now."""
+    times = [now if r.next_attempt is None else r.next_attempt for r in env.open_recipients]
     if notice_due is not None:
         times.append(notice_due)
     return min(times) if times else now
@@ -94,6 +97,8 @@ class Verdict:
     results: list[tuple[Recipient, Outcome]]
     #: the recipients whose sender is due a non-delivery notice
     failures: list[tuple[Recipient, Outcome]]
+    #: the recipients the primary refused that are quarantined (primary_reject_action)
+    held: list[tuple[Recipient, Outcome]]
     #: out of queue lifetime: the deferrals became bounces
     expired: bool
     #: something was attempted (not only suspended): the new state is worth persisting
@@ -102,26 +107,43 @@ class Verdict:
 
 def settle(env: Envelope, results: list[tuple[Recipient, Outcome]], now: float,
            policy: Policy) -> Verdict:
-    """Classify an attempt's outcomes: soft_bounce first, then expiry.
+    """Classify an attempt's outcomes: soft_bounce first, then the primary's refusals,
+    then expiry.
 
-    The one place where a bounce may turn into a deferral (``soft_bounce``) and a
-    deferral into a bounce (the queue lifetime is over).
+    The one place where a bounce may turn into a deferral (``soft_bounce``), a 5xx of
+    the primary itself into a quarantine or a silent drop (``primary_reject_action``),
+    and a deferral into a bounce (the queue lifetime is over).  A bounce decided here
+    (no route, a ``transport_maps`` error, a check of ours) and expiry keep the DSN; so
+    does a notice of our own, which went to the sender's server, not to a primary.
     """
     expired = policy.expired(env, now)
+    action = "bounce" if env.made_here else policy.reject_action
     final: list[tuple[Recipient, Outcome]] = []
     any_expired = False
     for r, o in results:
         if policy.soft_bounce:
             o = o.soft()
-        if expired and o.kind == DEFERRED:
+        if o.refused:
+            o = refusal(o, action)
+        elif expired and o.kind == DEFERRED:
             o, any_expired = o.expired(), True
         final.append((r, o))
     return Verdict(
         results=final,
         failures=[(r, o) for r, o in final if o.kind == BOUNCED],
+        held=[(r, o) for r, o in final if o.kind == HELD],
         expired=any_expired,
         attempted=not all(o.suspended for _, o in final),
     )
+
+
+def refusal(o: Outcome, action: str) -> Outcome:
+    """What primary_reject_action makes of the primary's 5xx: held, discarded or bounced."""
+    if action == "hold":
+        return o.as_kind(HELD)
+    if action == "discard":
+        return o.as_kind(DISCARDED)
+    return o
 
 
 def delayed(env: Envelope, verdict: Verdict, now: float,
@@ -134,17 +156,42 @@ def delayed(env: Envelope, verdict: Verdict, now: float,
 
 
 def record(env: Envelope, verdict: Verdict, now: float, policy: Policy) -> None:
-    """Write the verdict into the envelope: states, history and the next attempt."""
+    """Write the verdict into the envelope: states, history and the next attempt.
+
+    A quarantined recipient keeps the primary's refusal and puts the message on hold.
+    """
     retry = now + backoff(now, env.arrival, policy.minimal_backoff, policy.maximal_backoff)
     for r, o in verdict.results:
         r.attempts += 1
         r.last_reply = o.text
         r.state = o.kind
         r.next_attempt = retry if o.kind == DEFERRED else None
+        r.refusal = refusal_record(o) if o.kind == HELD else None
         env.history.append(
             {"time": now, "recipient": r.address, "result": o.kind, "relay": o.relay or "none",
              "reply": o.text}
         )
+    if verdict.held:
+        env.hold = True
+
+
+def refusal_record(o: Outcome) -> dict[str, str | None]:
+    """What the envelope keeps of a refusal, so that a later DSN can report it."""
+    return {"status": o.status, "text": o.text, "relay": o.relay, "diagnostic": o.diagnostic,
+            "stage": o.stage.value}
+
+
+def refused_outcome(r: Recipient) -> Outcome:
+    """A held recipient's refusal, as the bounce it becomes when the administrator says so."""
+    rec = r.refusal or {}
+    return Outcome(BOUNCED, rec.get("status") or "5.0.0", rec.get("text") or r.last_reply or "",
+                   Stage(rec.get("stage") or Stage.RECIPIENT.value), rec.get("relay"),
+                   rec.get("diagnostic"), replied=True)
+
+
+def quarantined(env: Envelope) -> list[Recipient]:
+    """The recipients held for the administrator (bounce or release decides)."""
+    return [r for r in env.recipients if r.state == HELD]
 
 
 def leaves_queue(env: Envelope, dsn_pending: bool) -> bool:

@@ -23,8 +23,8 @@ from backupmx.envelope import DELIVERED, Envelope, Recipient
 from backupmx.health import Health
 from backupmx.log import log
 from backupmx.outcome import Outcome, Stage, log_text
-from backupmx.qmgr import core
-from backupmx.qmgr.ports import Bouncer, Clock, Deliverer, HealthProbe, Spool
+from backupmx.qmgr import core, quarantine
+from backupmx.qmgr.ports import Bouncer, Clock, Deliverer, HealthProbe, QuarantineAlert, Spool
 from backupmx.smtp.client import ClientSettings, ConnectionPool
 from backupmx.smtp.nexthop import Server as Hop
 
@@ -60,6 +60,7 @@ class Qmgr:
         policy: Callable[[], core.Policy],
         clock: Clock = time.time,
         pool: ConnectionPool | None = None,
+        alert: QuarantineAlert | None = None,
     ) -> None:
         self.spool = spool
         self.deliverer = deliverer
@@ -67,6 +68,8 @@ class Qmgr:
         self.probe = probe
         self.policy = policy
         self.clock = clock
+        #: told of each quarantine (primary_reject_action = hold)
+        self.alert = alert if alert is not None else quarantine.LogAlert()
         self.msgs: dict[str, Envelope] = {}
         #: IDs recently delivered or deleted, oldest first: a late announcement of one of
         #: them from a worker (backupmx/master.py) must not queue it again
@@ -192,6 +195,33 @@ class Qmgr:
             self._drop(qid)
             log.info("qmgr", f"{qid}: removed (deleted by the administrator)")
         return len(ids)
+
+    async def bounce(self, qid: str) -> bool:
+        """Return a quarantined message's held recipients to the sender now, with the
+        primary's reply; the message leaves the queue unless other recipients are open
+        (they are then released).  False when no such message is quarantined; raises,
+        changing nothing, when the notice cannot be stored."""
+        env = self.msgs.get(qid)
+        if env is None or qid in self.active or not core.quarantined(env):
+            return False
+        notice = await quarantine.return_to_sender(env, self.spool.content(qid), self.bouncer,
+                                                   self.clock())
+        if notice is not None:
+            self.submit(notice)
+        if env.done:
+            self._forget(qid)
+            await self.spool.remove(qid)
+            log.info("qmgr", f"{qid}: removed")
+        else:
+            await self.spool.update(env)
+            self._schedule(env, 0.0)
+            log.info("qmgr", f"{qid}: released from hold")
+        return True
+
+    async def bounce_all(self) -> int:
+        """``bounce`` for every quarantined message; how many were returned."""
+        ids = [qid for qid, env in self.msgs.items() if core.quarantined(env)]
+        return sum([await self.bounce(qid) for qid in ids])
 
     def _drop(self, qid: str) -> None:
         """Forget a deleted message; an attempt in flight finds it gone and ends."""
@@ -408,6 +438,8 @@ class Qmgr:
         policy = self.policy()
         verdict = core.settle(env, results, now, policy)
         self._note(env, verdict, now, policy)
+        for domain, rcpts, reply in quarantine.by_reply(verdict.held):
+            self.alert.quarantined(env.id, domain, rcpts, reply)
         unsent = self._unsent.pop(env.id, None)
         failures = (unsent.failures if unsent else []) + verdict.failures
         if failures:

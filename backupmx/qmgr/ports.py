@@ -1,7 +1,8 @@
 """What the queue manager needs from the world, as small interfaces.
 
 The real ones are wired in ``backupmx/qmgr/__init__.py``: the SQLite spool, SMTP
-delivery (``delivery.py``), DSNs (``notify.py``) and the health probe (``probe.py``).
+delivery (``delivery.py``), DSNs (``notify.py``), the health probe (``probe.py``) and
+the quarantine alert (``quarantine.py``).
 Unit tests hand in fakes.
 """
 
@@ -72,3 +73,14 @@ class HealthProbe(Protocol):
     """Is anybody there?  The first of ``servers`` that greets, or None."""
 
     async def answering(self, servers: list[Hop], timeout: float) -> Hop | None: ...
+
+
+class QuarantineAlert(Protocol):
+    """Told of each destination's recipients quarantined (``primary_reject_action = hold``).
+
+    Called once per destination and reply, after the message is on hold; it must not
+    block (an alert that needs the network starts its own task).
+    """
+
+    def quarantined(self, queue_id: str, destination: str, recipients: list[str],
+                    reply: Outcome) -> None: ...

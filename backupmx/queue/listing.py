@@ -3,7 +3,9 @@
 The text listing keeps Postfix's mailq columns so that habits and scripts carry over (a
 recipient line still starts with the address); the delivery state and next attempt that the
 contract asks for follow the address in parentheses.  Like mailq it lists only the recipients
-still to be delivered; the JSON lists every recipient.
+still to be delivered; the JSON lists every recipient.  A recipient the primary refused and
+that is quarantined (state ``held``) is listed under the primary's reply, as a deferred one
+is under its reason; in the JSON its state is ``held`` and its ``last_reply`` that reply.
 """
 
 from __future__ import annotations

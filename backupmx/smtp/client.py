@@ -47,7 +47,7 @@ def _from_failure(server: Server, failure: SessionFailure) -> Outcome:
         return Outcome(kind, failure.status, failure.text, Stage.CONNECT, None,
                        failure.diagnostic)
     return Outcome(kind, failure.status, failure.text, Stage.SESSION, _relay(server),
-                   failure.diagnostic)
+                   failure.diagnostic, failure.replied)
 
 
 def _from_reply(server: Server, code: int, message: str, command: str) -> Outcome:
@@ -60,7 +60,7 @@ def _from_reply(server: Server, code: int, message: str, command: str) -> Outcom
             server.name, code, message, command
         )
     return Outcome(kind, status, text, Stage.RECIPIENT, _relay(server),
-                   f"smtp; {one_line(code, message)}")
+                   f"smtp; {one_line(code, message)}", replied=True)
 
 
 class _Attempt:
@@ -217,6 +217,7 @@ class _Attempt:
                     status_of(resp.code, resp.message),
                     said(server.name, resp.code, resp.message, name),
                     f"smtp; {one_line(resp.code, resp.message)}",
+                    replied=True,
                 )
         accepted = []
         for i, command in zip(batch, rcpts, strict=True):
@@ -246,6 +247,7 @@ class _Attempt:
             "4" + status_of(code, message)[1:],
             said(server.name, code, message, command),
             f"smtp; {one_line(code, message)}",
+            replied=True,
         )
 
     @staticmethod

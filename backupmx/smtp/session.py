@@ -131,7 +131,8 @@ class SessionFailure(Exception):
 
     ``greeted`` tells whether the server had sent its 220 greeting, which is what
     counts against smtp_mx_session_limit; ``connected`` whether a TCP connection was
-    made at all (no: nobody is there, the destination may be dead).
+    made at all (no: nobody is there, the destination may be dead); ``replied`` whether
+    the server's own reply ends it (a 5xx to HELO or MAIL), not a check of ours.
     """
 
     def __init__(
@@ -142,6 +143,7 @@ class SessionFailure(Exception):
         diagnostic: str | None = None,
         greeted: bool = True,
         connected: bool = True,
+        replied: bool = False,
     ) -> None:
         super().__init__(text)
         self.permanent = permanent
@@ -150,6 +152,7 @@ class SessionFailure(Exception):
         self.diagnostic = diagnostic
         self.greeted = greeted
         self.connected = connected
+        self.replied = replied
 
 
 def soft(status: str) -> str:
@@ -412,7 +415,8 @@ class Connection:
         text = f"host {self.server.name} refused to talk to me: {one_line(resp.code, resp.message)}"
         status = status_of(resp.code, resp.message)
         permanent = resp.code // 100 == 5
-        raise SessionFailure(permanent, status, text, f"smtp; {one_line(resp.code, resp.message)}")
+        raise SessionFailure(permanent, status, text, f"smtp; {one_line(resp.code, resp.message)}",
+                             replied=True)
 
     async def _starttls(self) -> None:
         st = self.settings

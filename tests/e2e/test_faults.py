@@ -121,7 +121,8 @@ def test_a_dsn_that_cannot_be_stored_keeps_the_original_queued(tmpfs, backupmx_f
     """The original leaves the queue only once its DSN is durable: with the disk full
     when the bounce is decided, both wait, and the DSN goes out once there is room."""
     spool = tmpfs / "spool"
-    mx = backupmx_factory(SEED + f"queue_directory = {spool}\nmessage_size_limit = 200000\n")
+    mx = backupmx_factory(SEED + f"queue_directory = {spool}\nmessage_size_limit = 200000\n"
+                          "primary_reject_action = bounce\n")
     primary.stop()
     body = message("bounces", body=("x" * 76 + "\r\n") * 1000)  # about 78 kB
     out = send(mx, "s@sender.example", ["nobody@nausch.org"], body)
@@ -390,3 +391,28 @@ def test_sigterm_under_load_loses_nothing(backupmx_factory, primary):
     primary.wait_for(len(acked), timeout=90)
     time.sleep(1.0)
     assert sorted(subjects(primary.messages)) == acked  # every one, once
+
+
+def test_a_bounce_of_a_quarantined_message_waits_for_room(tmpfs, backupmx_factory, primary,
+                                                          sender_mx):
+    """`queue bounce` with the disk full: the command fails and nothing changes; the
+    message stays quarantined until the DSN can be stored."""
+    spool = tmpfs / "spool"
+    primary.users = {"alice@nausch.org"}  # nobody@ gets 550 5.1.1: quarantined
+    mx = backupmx_factory(SEED + f"queue_directory = {spool}\nmessage_size_limit = 200000\n")
+    body = message("held", body=("x" * 76 + "\r\n") * 1000)  # about 78 kB
+    qid = send(mx, "s@sender.example", ["nobody@nausch.org"], body).queue_id
+    wait_queue(mx, lambda q: q and q[0]["recipients"][0]["state"] == "held", timeout=30)
+    filler = fill(tmpfs, 0)
+    res = mx.cli("queue", "bounce", qid)
+    assert res.returncode == 1
+    assert res.stderr.startswith(
+        f"backupmx: {qid}: cannot queue the non-delivery notification: ")
+    [entry] = queue(mx)
+    assert (entry["id"], entry["state"], entry["recipients"][0]["state"]) == (qid, "hold", "held")
+    filler.unlink()
+    assert mx.cli("queue", "bounce", qid).returncode == 0
+    notice = sender_mx.wait_for(1, timeout=30)[0]
+    assert b"Final-Recipient: rfc822; nobody@nausch.org" in notice.data
+    assert b"Status: 5.1.1" in notice.data
+    wait_queue(mx, lambda q: q == [], timeout=30)

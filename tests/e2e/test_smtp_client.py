@@ -85,7 +85,7 @@ async def test_delivered_byte_for_byte(primary: RecordingPrimary, logged: io.Str
     name = f"mx1.nausch.org[127.0.0.2]:{primary.port}"
     assert res == Outcome(
         "delivered", "2.0.0", "250 2.0.0 Ok: queued as 00000001", Stage.RECIPIENT, name,
-        "smtp; 250 2.0.0 Ok: queued as 00000001",
+        "smtp; 250 2.0.0 Ok: queued as 00000001", replied=True,
     )
     [msg] = primary.messages
     assert msg.data == CONTENT
@@ -136,13 +136,16 @@ async def test_per_recipient_550_bounced_450_deferred(
         "rejected: User unknown (in reply to RCPT TO command)",
         Stage.RECIPIENT, name,
         "smtp; 550 5.1.1 <gone@nausch.org>: Recipient address rejected: User unknown",
+        replied=True,
     )
+    assert gone.refused  # the primary's own 5xx: primary_reject_action decides
     assert (bob.kind, bob.status) == ("delivered", "2.0.0")
     assert later == Outcome(
         "deferred", "4.2.0",
         "host mx1.nausch.org[127.0.0.2] said: 450 4.2.0 <later@nausch.org>: try again later "
         "(in reply to RCPT TO command)",
         Stage.RECIPIENT, name, "smtp; 450 4.2.0 <later@nausch.org>: try again later",
+        replied=True,
     )
     [msg] = primary.messages
     assert msg.rcpts == ["bob@nausch.org"]
@@ -221,6 +224,7 @@ async def test_mail_from_5xx_bounces_all(primary: RecordingPrimary) -> None:
     assert results[0].text == (
         "host mx1.nausch.org[127.0.0.2] said: 553 5.7.1 <alice@sender.example>: Sender address "
         "rejected (in reply to MAIL FROM command)")
+    assert all(r.refused for r in results)  # the primary's own reply
 
 
 async def test_mail_from_4xx_defers_all(primary: RecordingPrimary) -> None:
@@ -253,6 +257,7 @@ async def test_size_over_server_limit_bounces(primary: RecordingPrimary) -> None
     assert (res.kind, res.status, res.text) == (
         "bounced", "5.3.4",
         "message size 10240016 exceeds size limit 10240000 of server mx1.nausch.org[127.0.0.2]")
+    assert not res.refused  # decided here from the offered SIZE: a DSN, never a quarantine
     [session] = await asyncio.to_thread(ended_sessions, primary, 1)
     assert [c.split(b" ")[0] for c in session.commands] == [b"EHLO"]
 

@@ -109,3 +109,32 @@ def test_flush_from_the_page_delivers_the_queued_message(
         time.sleep(0.2)
         page.reload()
     assert page.locator("#messages").inner_text().count("no message") == 1
+
+
+def test_bounce_from_the_page_returns_a_quarantined_message(
+        backupmx_factory, primary, sender_mx, tmp_path, browser):
+    token = secrets.token_hex(32)
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    primary.users = {"alice@nausch.org"}  # nobody@ gets 550 5.1.1: quarantined, on hold
+    mx: BackupMX = backupmx_factory(SEED + f"admin_token_file = {token_file}\n")
+    qid = send(mx, "sender@sender.example", ["nobody@nausch.org"], message("page q")).queue_id
+    wait_queue(mx, lambda q: len(q) == 1 and q[0]["state"] == "hold", timeout=30)
+    base = f"http://127.0.0.3:{mx.admin_port}"
+
+    page = browser.new_page()
+    page.goto(base + "/")
+    row = page.locator(f"#messages tr.message[data-id='{qid}']")
+    assert "quarantined: refused by the primary" in row.inner_text()
+    assert "550 5.1.1 <nobody@nausch.org>" in row.inner_text()
+    page.fill("input[name=token]", token)
+    page.click("#login button")
+    row.locator("button", has_text="Bounce").click()
+    assert page.locator("#question").inner_text() == f"Bounce message {qid}?"
+    assert sender_mx.messages == []
+    page.click("#confirm")
+    dsn = sender_mx.wait_for(1, timeout=30)[0]
+    assert dsn.rcpts == ["sender@sender.example"]
+    assert b"Final-Recipient: rfc822; nobody@nausch.org" in dsn.data
+    wait_queue(mx, lambda q: q == [], timeout=30)

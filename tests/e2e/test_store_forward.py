@@ -106,7 +106,9 @@ def test_4xx_is_retried_later(mx, primary):
     assert out.queue_id
 
 
-def test_5xx_returns_a_dsn_to_the_sender(mx, primary, sender_mx):
+def test_5xx_returns_a_dsn_to_the_sender(backupmx_factory, primary, sender_mx):
+    """primary_reject_action = bounce: Postfix's behaviour, a DSN with the primary's reply."""
+    mx = backupmx_factory(SEED + "primary_reject_action = bounce\n")
     primary.users = {"alice@nausch.org"}
     out = send(mx, "sender@sender.example", ["nobody@nausch.org"], message("to nobody"))
     dsn = sender_mx.wait_for(1)[0]
@@ -130,7 +132,8 @@ def test_5xx_returns_a_dsn_to_the_sender(mx, primary, sender_mx):
     assert primary.messages == []
 
 
-def test_no_dsn_for_the_null_sender(mx, primary, sender_mx):
+def test_no_dsn_for_the_null_sender(backupmx_factory, primary, sender_mx):
+    mx = backupmx_factory(SEED + "primary_reject_action = bounce\n")
     primary.users = {"alice@nausch.org"}
     out = send(mx, "", ["nobody@nausch.org"], message("bounce of a bounce"))
     assert out.data is not None and out.data[0] == 250

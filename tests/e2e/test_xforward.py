@@ -71,7 +71,8 @@ def test_the_primary_logs_the_original_client(backupmx_factory, postfix: Postfix
 
 
 def test_the_primary_refuses_by_the_original_address(backupmx_factory, postfix: Postfix):
-    mx = backupmx_factory(SEED + f"relayhost = [{PF_HOST}]:{postfix.port}\n")
+    mx = backupmx_factory(SEED + f"relayhost = [{PF_HOST}]:{postfix.port}\n"
+                          "primary_reject_action = bounce\n")
     out = send(mx, "", ["bob@nausch.org"], message("refused"), source=REFUSED)
     qid = out.queue_id
     mx.wait_log(

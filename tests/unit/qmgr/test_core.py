@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
+from backupmx.config import parse
+from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, DISCARDED, HELD, Envelope, Recipient
 from backupmx.outcome import Outcome, Stage
 from backupmx.qmgr import core
 from backupmx.qmgr.core import Policy
@@ -12,19 +13,22 @@ from backupmx.qmgr.core import Policy
 T0 = 1_700_000_000.0
 POLICY = Policy(minimal_backoff=300, maximal_backoff=4000, queue_lifetime=5 * 86400,
                 bounce_lifetime=86400, concurrency=2)
+#: primary_reject_action = bounce: the primary's 5xx is returned to the sender, as Postfix does
+BOUNCE = Policy(minimal_backoff=300, maximal_backoff=4000, queue_lifetime=5 * 86400,
+                bounce_lifetime=86400, concurrency=2, reject_action="bounce")
 REFUSED = Outcome(DEFERRED, "4.4.1", "connect to mx1.nausch.org[127.0.0.2]:25: Connection "
                   "refused", Stage.CONNECT)
 LOST = Outcome(DEFERRED, "4.4.2", "lost connection with mx1.nausch.org[127.0.0.2] while "
                "sending end of data", Stage.SESSION, "mx1.nausch.org[127.0.0.2]:25")
 UNKNOWN = Outcome(BOUNCED, "5.1.1", "host mx1.nausch.org[127.0.0.2] said: 550 5.1.1 unknown "
                   "(in reply to RCPT TO command)", Stage.RECIPIENT,
-                  "mx1.nausch.org[127.0.0.2]:25", "smtp; 550 5.1.1 unknown")
+                  "mx1.nausch.org[127.0.0.2]:25", "smtp; 550 5.1.1 unknown", replied=True)
 SENT = Outcome(DELIVERED, "2.0.0", "250 2.0.0 Ok", Stage.RECIPIENT, "mx1.nausch.org[127.0.0.2]:25")
 
 
 def envelope(*addrs: str, sender: str = "s@sender.example", arrival: float = T0) -> Envelope:
     return Envelope(id="A1", sender=sender, recipients=[Recipient(a) for a in addrs],
-                    arrival=arrival)
+                    arrival=arrival, client="mail.sender.example[192.0.2.1]")
 
 
 @pytest.mark.parametrize(("age", "delay"), [(0, 300), (299, 300), (1000, 1000), (3999, 3999),
@@ -91,14 +95,14 @@ def test_soft_bounce_turns_a_bounce_into_a_4xx_deferral() -> None:
 
 def test_without_soft_bounce_a_5xx_is_a_failure_to_report() -> None:
     env = envelope("a@nausch.org")
-    verdict = core.settle(env, [(env.recipients[0], UNKNOWN)], T0, POLICY)
+    verdict = core.settle(env, [(env.recipients[0], UNKNOWN)], T0, BOUNCE)
     assert verdict.failures == [(env.recipients[0], UNKNOWN)]
 
 
 def test_the_message_leaves_only_once_its_notice_is_durable() -> None:
     env = envelope("a@nausch.org")
-    verdict = core.settle(env, [(env.recipients[0], UNKNOWN)], T0, POLICY)
-    core.record(env, verdict, T0, POLICY)
+    verdict = core.settle(env, [(env.recipients[0], UNKNOWN)], T0, BOUNCE)
+    core.record(env, verdict, T0, BOUNCE)
     assert env.done
     assert not core.leaves_queue(env, dsn_pending=True)
     assert core.leaves_queue(env, dsn_pending=False)
@@ -186,3 +190,91 @@ def test_mail_due_a_delay_notice_is_not_suspended() -> None:
     assert dead.suspend(env, T0 + 3601, policy) is None
     env.warned = True
     assert dead.suspend(env, T0 + 3601, policy) is not None
+
+
+# --- primary_reject_action -------------------------------------------------------------
+MAIL_REFUSED = Outcome(BOUNCED, "5.7.1", "host mx1.nausch.org[127.0.0.2] said: 554 5.7.1 no "
+                       "(in reply to MAIL FROM command)", Stage.SESSION,
+                       "mx1.nausch.org[127.0.0.2]:25", "smtp; 554 5.7.1 no", replied=True)
+TOO_BIG = Outcome(BOUNCED, "5.3.4", "message size 900 exceeds size limit 100 of server "
+                  "mx1.nausch.org[127.0.0.2]", Stage.SESSION, "mx1.nausch.org[127.0.0.2]:25")
+NULL_MX = Outcome(BOUNCED, "5.1.0", "nullmx.example does not accept mail (nullMX)", Stage.ROUTE)
+
+
+def test_hold_quarantines_the_primarys_5xx_without_a_notice() -> None:
+    env = envelope("gone@nausch.org", "ok@nausch.org")
+    gone, ok = env.recipients
+    verdict = core.settle(env, [(gone, UNKNOWN), (ok, SENT)], T0, POLICY)
+    [(r, o), _] = verdict.results
+    assert (o.kind, o.status, o.text, o.relay) == (HELD, "5.1.1", UNKNOWN.text, UNKNOWN.relay)
+    assert verdict.failures == [] and verdict.held == [(gone, o)]
+    core.record(env, verdict, T0, POLICY)
+    assert env.hold and not env.done
+    assert (gone.state, gone.next_attempt, gone.last_reply) == (HELD, None, UNKNOWN.text)
+    assert core.quarantined(env) == [gone]
+    assert env.history[0]["result"] == HELD
+    # What is kept is what the DSN reports when the administrator bounces it.
+    assert core.refused_outcome(gone) == UNKNOWN
+
+
+def test_a_refused_mail_from_is_quarantined_for_every_recipient() -> None:
+    env = envelope("a@nausch.org", "b@nausch.org")
+    verdict = core.settle(env, [(r, MAIL_REFUSED) for r in env.recipients], T0, POLICY)
+    assert [o.kind for _, o in verdict.results] == [HELD, HELD]
+    core.record(env, verdict, T0, POLICY)
+    assert core.refused_outcome(env.recipients[1]) == MAIL_REFUSED
+
+
+def test_discard_drops_the_refused_recipients_without_a_notice() -> None:
+    env = envelope("gone@nausch.org")
+    policy = Policy(reject_action="discard")
+    verdict = core.settle(env, [(env.recipients[0], UNKNOWN)], T0, policy)
+    assert [o.kind for _, o in verdict.results] == [DISCARDED]
+    assert verdict.failures == [] and verdict.held == []
+    core.record(env, verdict, T0, policy)
+    assert env.done and not env.hold and env.recipients[0].refusal is None
+
+
+@pytest.mark.parametrize("action", ["hold", "bounce", "discard"])
+def test_bounces_decided_here_keep_their_notice(action: str) -> None:
+    env = envelope("a@nausch.org", "b@nullmx.example")
+    policy = Policy(reject_action=action)
+    verdict = core.settle(env, [(env.recipients[0], TOO_BIG), (env.recipients[1], NULL_MX)], T0,
+                          policy)
+    assert [o for _, o in verdict.failures] == [TOO_BIG, NULL_MX]
+    assert verdict.held == []
+
+
+def test_a_notice_of_our_own_is_never_quarantined() -> None:
+    notice = Envelope(id="N1", sender="", recipients=[Recipient("s@sender.example")],
+                      arrival=T0)
+    verdict = core.settle(notice, [(notice.recipients[0], UNKNOWN)], T0, POLICY)
+    assert [o for _, o in verdict.failures] == [UNKNOWN] and verdict.held == []
+
+
+def test_expiry_still_bounces_under_hold() -> None:
+    env = envelope("a@nausch.org")
+    verdict = core.settle(env, [(env.recipients[0], REFUSED)], T0 + 5 * 86400, POLICY)
+    assert [o.kind for _, o in verdict.failures] == [BOUNCED] and verdict.held == []
+
+
+def test_soft_bounce_defers_the_primarys_5xx_before_any_quarantine() -> None:
+    env = envelope("a@nausch.org")
+    verdict = core.settle(env, [(env.recipients[0], UNKNOWN)], T0, Policy(soft_bounce=True))
+    assert [(o.kind, o.status) for _, o in verdict.results] == [(DEFERRED, "4.1.1")]
+    assert verdict.held == []
+
+
+def test_a_released_quarantine_is_due_at_once() -> None:
+    env = envelope("gone@nausch.org", "later@nausch.org")
+    gone, later = env.recipients
+    verdict = core.settle(env, [(gone, UNKNOWN), (later, REFUSED)], T0, POLICY)
+    core.record(env, verdict, T0, POLICY)
+    assert later.next_attempt == T0 + 300
+    assert core.due(env, T0 + 1) == T0 + 1  # the held recipient has no next attempt: now
+
+
+def test_the_parameter_reaches_the_policy() -> None:
+    assert Policy.from_config(parse("")).reject_action == "hold"
+    assert Policy.from_config(
+        parse("primary_reject_action = discard\n")).reject_action == "discard"

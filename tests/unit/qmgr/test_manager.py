@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
+from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, HELD, Envelope, Recipient
 from backupmx.log import log
 from backupmx.outcome import Outcome, Stage
 from backupmx.qmgr import Policy, Qmgr
@@ -22,7 +22,7 @@ REFUSED = Outcome(DEFERRED, "4.4.1", "connect to mx1.nausch.org[127.0.0.2]:25: C
                   "refused", Stage.CONNECT)
 UNKNOWN = Outcome(BOUNCED, "5.1.1", "host mx1.nausch.org[127.0.0.2] said: 550 5.1.1 unknown "
                   "(in reply to RCPT TO command)", Stage.RECIPIENT,
-                  "mx1.nausch.org[127.0.0.2]:25", "smtp; 550 5.1.1 unknown")
+                  "mx1.nausch.org[127.0.0.2]:25", "smtp; 550 5.1.1 unknown", replied=True)
 SENT = Outcome(DELIVERED, "2.0.0", "250 2.0.0 Ok", Stage.RECIPIENT, "mx1.nausch.org[127.0.0.2]:25")
 
 
@@ -48,10 +48,11 @@ class FakeSpool:
     async def remove(self, entry_id: str) -> None:
         self.events.append(f"remove {entry_id}")
 
-    def set_hold(self, entry_id: str, hold: bool) -> bool:
+    async def set_hold(self, entry_id: str, hold: bool) -> bool:
+        self.events.append(f"{'hold' if hold else 'release'} {entry_id}")
         return True
 
-    def delete(self, entry_id: str) -> bool:
+    async def delete(self, entry_id: str) -> bool:
         return True
 
 
@@ -119,7 +120,8 @@ class World:
 
     def envelope(self, qid: str, *addrs: str) -> Envelope:
         env = Envelope(id=qid, sender="s@sender.example",
-                       recipients=[Recipient(a) for a in addrs], arrival=T0)
+                       recipients=[Recipient(a) for a in addrs], arrival=T0,
+                       client="mail.sender.example[192.0.2.1]")
         self.qm.msgs[qid] = env
         return env
 
@@ -129,10 +131,13 @@ class World:
 
 
 POLICY = Policy(minimal_backoff=300, maximal_backoff=4000, queue_lifetime=5 * 86400)
+#: primary_reject_action = bounce: a 5xx of the primary is returned to the sender
+BOUNCE = Policy(minimal_backoff=300, maximal_backoff=4000, queue_lifetime=5 * 86400,
+                reject_action="bounce")
 
 
 async def test_the_dsn_is_durable_before_the_original_leaves(logged: io.StringIO) -> None:
-    w = World(lambda a: UNKNOWN, POLICY)
+    w = World(lambda a: UNKNOWN, BOUNCE)
     env = w.envelope("A1", "nobody@nausch.org")
     w.bouncer.full = True
     await w.attempt(env)
@@ -156,7 +161,7 @@ async def test_the_dsn_is_durable_before_the_original_leaves(logged: io.StringIO
 
 
 async def test_a_flush_retries_a_notice_at_once() -> None:
-    w = World(lambda a: UNKNOWN, POLICY)
+    w = World(lambda a: UNKNOWN, BOUNCE)
     env = w.envelope("A1", "nobody@nausch.org")
     w.bouncer.full = True
     await w.attempt(env)
@@ -166,7 +171,7 @@ async def test_a_flush_retries_a_notice_at_once() -> None:
 
 async def test_every_result_is_logged_once_in_postfix_format(logged: io.StringIO) -> None:
     outcomes = {"ok@nausch.org": SENT, "gone@nausch.org": UNKNOWN, "later@nausch.org": REFUSED}
-    w = World(outcomes.__getitem__, POLICY)
+    w = World(outcomes.__getitem__, BOUNCE)
     env = w.envelope("A1", *outcomes)
     w.clock.now = T0 + 12.3
     await w.attempt(env)
@@ -290,3 +295,93 @@ async def test_attempts_feed_the_destination_health_but_notices_do_not() -> None
     dest = w.qm.health.get("nausch.org")
     assert dest is not None and (dest.state, dest.since, dest.last_ok) == (
         State.RECOVERING, T0 + 60, T0 + 60)
+
+
+class Alerts:
+    """The quarantine alert port, recording its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, list[str], str]] = []
+
+    def quarantined(self, queue_id: str, destination: str, recipients: list[str],
+                    reply: Outcome) -> None:
+        self.calls.append((queue_id, destination, recipients, reply.status))
+
+
+async def test_hold_quarantines_and_alerts_without_a_notice(logged: io.StringIO) -> None:
+    outcomes = {"ok@nausch.org": SENT, "gone@nausch.org": UNKNOWN}
+    w = World(outcomes.__getitem__, POLICY)
+    alerts = Alerts()
+    w.qm.alert = alerts
+    env = w.envelope("A1", *outcomes)
+    await w.attempt(env)
+    assert w.events == ["deliver A1 nausch.org", "update A1"]  # no notice, kept
+    assert env.hold and [r.state for r in env.recipients] == [DELIVERED, HELD]
+    assert alerts.calls == [("A1", "nausch.org", ["gone@nausch.org"], "5.1.1")]
+    assert dict(w.qm.stats) == {"delivered": 1, "held": 1}
+    assert (f"A1: to=<gone@nausch.org>, relay=mx1.nausch.org[127.0.0.2]:25, delay=0, "
+            f"dsn=5.1.1, status=held ({UNKNOWN.text})") in logged.getvalue()
+    w.qm.flush()  # a flush does not touch held mail
+    assert w.qm._heap == []
+
+
+async def test_the_log_alert_says_the_message_is_quarantined(logged: io.StringIO) -> None:
+    w = World(lambda a: UNKNOWN, POLICY)
+    env = w.envelope("A1", "gone@nausch.org", "lost@nausch.org")
+    await w.attempt(env)
+    assert ("warning: A1: quarantined, no DSN sent: nausch.org refused <gone@nausch.org>, "
+            f"<lost@nausch.org>: {UNKNOWN.text}; the message is on hold "
+            "(queue release, bounce or delete A1)") in logged.getvalue()
+
+
+async def test_release_tries_the_held_recipients_again() -> None:
+    answers = [UNKNOWN, SENT]
+    w = World(lambda a: answers.pop(0), POLICY)
+    env = w.envelope("A1", "gone@nausch.org")
+    await w.attempt(env)
+    assert await w.qm.release("A1")
+    assert not env.hold and w.qm._due(env, w.clock.now) == w.clock.now
+    await w.attempt(env)
+    assert w.events[2:] == ["release A1", "deliver A1 nausch.org", "remove A1"]
+    assert env.recipients[0].state == DELIVERED and env.recipients[0].refusal is None
+
+
+async def test_bounce_returns_the_primarys_reply_then_removes(logged: io.StringIO) -> None:
+    w = World(lambda a: UNKNOWN, POLICY)
+    env = w.envelope("A1", "gone@nausch.org")
+    await w.attempt(env)
+    assert not await w.qm.bounce("B9")  # no such message
+    assert await w.qm.bounce("A1")
+    assert w.events[2:] == ["notify A1 gone@nausch.org=5.1.1", "remove A1"]
+    assert "NA1" in w.qm.msgs and "A1" not in w.qm.msgs
+    assert (f"A1: to=<gone@nausch.org>, relay=mx1.nausch.org[127.0.0.2]:25, delay=0, "
+            f"dsn=5.1.1, status=bounced ({UNKNOWN.text})") in logged.getvalue()
+
+
+async def test_bounce_changes_nothing_while_the_notice_cannot_be_stored() -> None:
+    w = World(lambda a: UNKNOWN, POLICY)
+    env = w.envelope("A1", "gone@nausch.org")
+    await w.attempt(env)
+    w.bouncer.full = True
+    with pytest.raises(SpoolError):
+        await w.qm.bounce("A1")
+    assert env.hold and env.recipients[0].state == HELD and "A1" in w.qm.msgs
+
+
+async def test_bounce_releases_what_else_is_open() -> None:
+    outcomes = {"gone@nausch.org": UNKNOWN, "later@nausch.org": REFUSED}
+    w = World(outcomes.__getitem__, POLICY)
+    env = w.envelope("A1", *outcomes)
+    await w.attempt(env)
+    assert await w.qm.bounce_all() == 1
+    assert w.events[2:] == ["notify A1 gone@nausch.org=5.1.1", "update A1"]
+    assert not env.hold and [r.state for r in env.recipients] == [BOUNCED, DEFERRED]
+    assert await w.qm.bounce_all() == 0  # nothing quarantined any more
+
+
+async def test_discard_drops_the_refused_recipients(logged: io.StringIO) -> None:
+    w = World(lambda a: UNKNOWN, Policy(reject_action="discard"))
+    env = w.envelope("A1", "gone@nausch.org")
+    await w.attempt(env)
+    assert w.events == ["deliver A1 nausch.org", "remove A1"]
+    assert "dsn=5.1.1, status=discarded (host mx1.nausch.org" in logged.getvalue()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
+from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, HELD, Envelope, Recipient
 from backupmx.queue import ids
 from backupmx.queue.listing import as_json, from_json, mailq_text, show_text
 
@@ -164,3 +164,19 @@ def test_queue_ids_unique_ordered_and_shaped() -> None:
     assert all(re.fullmatch(r"[0-9A-F]{10}", i) for i in made)
     now_us = time.time_ns() // 1000
     assert abs(int(made[-1], 16) - now_us % 16**10) < 10_000_000  # tracks the clock
+
+
+def test_a_quarantined_recipient_is_listed_under_the_primarys_reply() -> None:
+    said = ("host mx1.nausch.org[88.217.171.167] said: 550 5.1.1 <nobody@nausch.org>: User "
+            "unknown (in reply to RCPT TO command)")
+    env = Envelope("5A6B7C8D9E", "s@sender.example",
+                   [Recipient("nobody@nausch.org", state=HELD, attempts=1, last_reply=said)],
+                   T0, size=100, hold=True)
+    lines = mailq_text([env], now=T0).splitlines()
+    assert lines[1].startswith("5A6B7C8D9E!")
+    assert lines[2:4] == [f"({said})", " " * 41 + "nobody@nausch.org (held, 1 attempt)"]
+    [item] = as_json([env])
+    assert item["state"] == "hold"
+    assert item["recipients"][0] == {"address": "nobody@nausch.org", "state": "held",
+                                     "attempts": 1, "last_reply": said, "next_attempt": None}
+    assert "  nobody@nausch.org: held, 1 attempt\n    last reply: " in show_text(env, b"")

@@ -156,10 +156,10 @@ async def test_each_rcpt_reply_goes_to_its_recipient() -> None:
     assert a.done == {
         1: Outcome("deferred", "4.2.0", "host mx1.nausch.org[127.0.0.2] said: "
                    "450 4.2.0 try later (in reply to RCPT TO command)", Stage.RECIPIENT, RELAY,
-                   "smtp; 450 4.2.0 try later"),
+                   "smtp; 450 4.2.0 try later", replied=True),
         2: Outcome("bounced", "5.1.1", "host mx1.nausch.org[127.0.0.2] said: "
                    "550 5.1.1 unknown (in reply to RCPT TO command)", Stage.RECIPIENT, RELAY,
-                   "smtp; 550 5.1.1 unknown"),
+                   "smtp; 550 5.1.1 unknown", replied=True),
     }
 
 
