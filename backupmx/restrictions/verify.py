@@ -179,7 +179,7 @@ async def reject_unlisted_recipient(
         for spec in tables:
             table = svc.maps.get(spec)
             for key in relay_keys(res.address, cfg.str("recipient_delimiter")):
-                if table.lookup(key) is not None:
+                if await table.lookup_async(key) is not None:
                     return DUNNO_V
     except MapError:
         return Verdict(REJECT, temp_error_reply(ctx))
