@@ -3,14 +3,13 @@ the ``domain`` restriction and ``result_format``; any failure is a MapError.
 
 A MapError is a temporary lookup failure to every caller (451 4.3.0 at RCPT, a
 deferral in delivery), so a server that is down never permits and never rejects.
-The connection is opened at the first lookup, not when the table is opened, so
-that worker processes never share the master's socket; a connection that fails
-is dropped and the next lookup connects again.
+The connection is opened at the first lookup, not when the table is opened (``check``
+and start-up read the definition file only); a connection that fails is dropped and
+the next lookup connects again.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from abc import abstractmethod
 from typing import Generic, TypeVar
@@ -51,7 +50,6 @@ class NetworkTable(Table, Generic[C]):
             definition, "result_format", definition.get("result_format", "%s"))
         self._lock = threading.Lock()
         self._conn: C | None = None
-        self._pid = 0
 
     def _find(self, key: str) -> str | None:
         key = key.lower()
@@ -65,30 +63,28 @@ class NetworkTable(Table, Generic[C]):
         return ",".join(results) if results else None
 
     def _ask(self, key: str) -> list[str] | None:
-        if self._conn is not None and self._pid != os.getpid():
-            self._conn = None  # inherited over fork: the parent's, not ours
-        kept = self._conn is not None
-        while True:
+        if self._conn is not None:
             try:
-                if self._conn is None:
-                    self._conn = self._connect()
-                    self._pid = os.getpid()
                 return self._search(self._conn, key)
-            except MapError:
-                raise
-            except Exception as exc:  # any driver or socket error: the server is unusable
-                self.close()
-                if kept:
-                    kept = False
-                    continue
-                reason = " ".join(str(exc).split())
-                raise MapError(f"{self.spec}: lookup of {key!r} failed: "
-                               f"{type(exc).__name__}: {reason}") from exc
+            except Exception:  # perhaps an idle connection the server closed: once more, anew
+                self._drop()
+        try:
+            self._conn = self._connect()
+            return self._search(self._conn, key)
+        except Exception as exc:  # any driver or socket error: the server is unusable
+            self._drop()
+            reason = " ".join(str(exc).split())
+            raise MapError(f"{self.spec}: lookup of {key!r} failed: "
+                           f"{type(exc).__name__}: {reason}") from exc
 
     def close(self) -> None:
-        """Drop the connection (a reload replaces the table); the next lookup reconnects."""
+        """Drop the connection when a reload replaces the table (after a running lookup)."""
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None and self._pid == os.getpid():
+        if conn is not None:
             try:
                 self._disconnect(conn)
             except Exception:  # closing a broken connection may fail too; it is gone anyway
