@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.util import message, send
+from tests.e2e.util import message, send, wait_queue
 from tests.peers.ldap import ROOT_DN, ROOT_PW, SUFFIX
 from tests.peers.pgsql import DBNAME, HOST, PASSWORD, USER
+from tests.peers.primary import RecordingPrimary
 
 RELAY_RECIPIENTS = """
 relay_domains = nausch.org
@@ -25,6 +26,12 @@ smtpd_recipient_restrictions =
 """
 UNKNOWN = ("550 5.1.1 <nobody@nausch.org>: Recipient address rejected: "
            "User unknown in relay recipient table")
+ROUTING = """
+smtpd_recipient_restrictions =
+    permit_mynetworks,
+    permit_mx_backup,
+    reject_unauth_destination
+"""
 LOOKUP_FAILED = "451 4.3.0 <alice@nausch.org>: Temporary lookup failure"
 
 
@@ -133,3 +140,32 @@ smtpd_recipient_restrictions =
     pgsql_server.stop()
     assert send(mx, "s@sender.example", ["x@foreign.example"]).rcpt_line() == (
         "451 4.3.0 <x@foreign.example>: Temporary lookup failure")
+
+
+def test_pgsql_transport_maps_defer_while_the_database_is_down(
+        backupmx_factory, primary, pgsql_server, tmp_path, smtp_port):
+    other_hop = RecordingPrimary("127.0.0.9", smtp_port, hostname="relay.example")
+    other_hop.start()
+    try:
+        pgsql_server.sql("CREATE TABLE transport (domain text PRIMARY KEY, nexthop text)",
+                         f"INSERT INTO transport VALUES ('nausch.org', 'smtp:[127.0.0.9]:"
+                         f"{smtp_port}')")
+        table = pgsql_cf(tmp_path, pgsql_server.port,
+                         "SELECT nexthop FROM transport WHERE domain='%s'")
+        mx = backupmx_factory(ROUTING + f"transport_maps = {table}\n")
+        send(mx, "sender@sender.example", ["alice@nausch.org"], message("via pgsql"))
+        assert other_hop.wait_for(1)[0].rcpts == ["alice@nausch.org"]
+
+        pgsql_server.stop()
+        out = send(mx, "sender@sender.example", ["alice@nausch.org"], message("deferred"))
+        assert out.rcpts == [(250, b"2.1.5 Ok")]
+        queued = wait_queue(mx, lambda q: q and q[0]["recipients"][0]["attempts"] >= 1)
+        rcpt = queued[0]["recipients"][0]
+        assert rcpt["state"] == "deferred"
+        assert "transport_maps lookup failure" in rcpt["last_reply"]
+        pgsql_server.start()
+        assert mx.cli("queue", "flush").returncode == 0
+        assert [m.rcpts for m in other_hop.wait_for(2)] == [["alice@nausch.org"]] * 2
+        assert primary.messages == []
+    finally:
+        other_hop.stop()
