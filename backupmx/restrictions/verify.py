@@ -181,7 +181,8 @@ async def reject_unlisted_recipient(
             for key in relay_keys(res.address, cfg.str("recipient_delimiter")):
                 if await table.lookup_async(key) is not None:
                     return DUNNO_V
-    except MapError:
+    except MapError as e:
+        log.warning("smtpd", f"relay_recipient_maps: lookup failed: {e}")
         return Verdict(REJECT, temp_error_reply(ctx))
     text = "User unknown"
     if cfg.bool("show_user_unknown_table_name"):

@@ -75,7 +75,8 @@ def test_pgsql_relay_recipient_maps(backupmx_factory, primary, recipients_db, tm
     down = send(mx, "s@sender.example", ["alice@nausch.org", "nobody@nausch.org"])
     assert down.rcpt_line(0) == LOOKUP_FAILED
     assert down.rcpt_line(1) == LOOKUP_FAILED.replace("alice", "nobody")
-    mx.wait_log(r"Temporary lookup failure|lookup failed")
+    mx.wait_log(r"warning: relay_recipient_maps: lookup failed: pgsql:\S+table\.cf: "
+                r"lookup of 'alice@nausch\.org' failed: ConnectionError: ")
 
     recipients_db.start()  # the table connects again by itself
     again = send(mx, "s@sender.example", ["alice@nausch.org"])
