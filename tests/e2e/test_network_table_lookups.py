@@ -3,6 +3,7 @@ real slapd: result joining and formats, quoting, the kept connection, and failur
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -147,3 +148,39 @@ def test_ldap_bad_credentials_and_a_stopped_server_fail(ldap_table, ldap_server,
                      f"search_base = {SUFFIX}\n")
     with pytest.raises(MapError, match="bind failed: invalidCredentials"):
         open_table(f"ldap:{wrong}").lookup("bob@nausch.org")
+
+
+@pytest.fixture
+def silent_port():
+    """A loopback port that accepts connections and never says a word."""
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+def test_pgsql_tries_the_next_host_and_gives_up_on_a_silent_one(
+        pgsql_server, tmp_path, silent_port):
+    path = tmp_path / "hosts.cf"
+    base = (f"user = {USER}\npassword = {PASSWORD}\ndbname = {DBNAME}\n"
+            "query = SELECT 'found' WHERE '%s' <> ''\nconnect_timeout = 1\n")
+    path.write_text(f"hosts = {HOST}:1, {HOST}:{pgsql_server.port}\n" + base)
+    assert open_table(f"pgsql:{path}").lookup("a") == "found"
+    path.write_text(f"hosts = {HOST}:{silent_port}\n" + base)
+    started = time.monotonic()
+    with pytest.raises(MapError, match="timeout"):
+        open_table(f"pgsql:{path}").lookup("a")
+    assert time.monotonic() - started < 10
+
+
+def test_ldap_tries_the_next_server_and_gives_up_on_a_silent_one(
+        ldap_table, ldap_server, tmp_path, silent_port):
+    path = tmp_path / "hosts.cf"
+    base = f"search_base = {SUFFIX}\nquery_filter = (mail=%s)\nresult_attribute = uid\n"
+    path.write_text(f"server_host = ldap://{HOST}:1 {ldap_server.url}\n" + base)
+    assert open_table(f"ldap:{path}").lookup("bob@nausch.org") == "bob"
+    path.write_text(f"server_host = {HOST}:{silent_port}\ntimeout = 1\n" + base)
+    started = time.monotonic()
+    with pytest.raises(MapError, match="lookup of 'bob@nausch.org' failed"):
+        open_table(f"ldap:{path}").lookup("bob@nausch.org")
+    assert time.monotonic() - started < 10
