@@ -37,7 +37,10 @@ def servers(definition: Definition, timeout: int) -> list[ldap3.Server]:
                 raise definition.error("server_host", f"unsupported URL scheme in {item!r}")
             ssl = url.scheme == "ldaps"
             host = url.hostname or "localhost"
-            port = url.port or (636 if ssl else default_port)
+            try:
+                port = url.port or (636 if ssl else default_port)
+            except ValueError:
+                raise definition.error("server_host", f"bad port in {item!r}") from None
         else:
             host, _, port_text = item.rpartition(":") if ":" in item else (item, "", "")
             try:

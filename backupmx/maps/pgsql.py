@@ -50,6 +50,9 @@ class PgsqlTable(NetworkTable[psycopg.Connection]):
         self._targets = connection_targets(definition.get("hosts", "localhost"))
         if not self._targets:
             raise definition.error("hosts", "no server given")
+        for target in self._targets:
+            if not target.get("port", "1").isdigit():
+                raise definition.error("hosts", f"bad port in {target['host']}:{target['port']}")
         self._timeout = definition.number("connect_timeout", 10, low=1)
         self._login = {name: definition.get(name) for name in ("user", "password", "dbname")
                        if definition.get(name)}

@@ -26,7 +26,7 @@ def parse_template(definition: Definition, name: str, text: str) -> Template:
             pos += 1
             continue
         directive = text[pos + 1:pos + 2]
-        if directive not in _DIRECTIVES or not directive:
+        if directive not in _DIRECTIVES:  # also a lone % at the end
             raise definition.error(name, f"invalid expansion %{directive} in {text!r}")
         if directive == "%":
             literal.append("%")
@@ -39,10 +39,6 @@ def parse_template(definition: Definition, name: str, text: str) -> Template:
     if literal:
         parts.append("".join(literal))
     return tuple(parts)
-
-
-def uses(template: Template, directive: str) -> bool:
-    return "%" + directive in template
 
 
 def _part(directive: str, text: str) -> str | None:

@@ -91,6 +91,9 @@ def test_malformed_and_missing_definition_files(tmp_path):
     cf.write_text("hosts = db1\nthis is no assignment\n")
     with pytest.raises(DefinitionError, match=rf"^{cf}:2: expected name = value"):
         open_table(f"pgsql:{cf}")
+    cf.write_text("query = SELECT 1\nhosts = db1:pg\n")
+    with pytest.raises(DefinitionError, match=rf"^{cf}:2: hosts: bad port in db1:pg"):
+        open_table(f"pgsql:{cf}")
     cf.write_text("hosts = db1\n")
     with pytest.raises(DefinitionError, match=rf"^{cf}:0: missing required parameter query"):
         open_table(f"pgsql:{cf}")
@@ -107,6 +110,9 @@ def test_ldap_definition_values_are_checked(tmp_path):
         open_table(f"ldap:{cf}")
     cf.write_text("server_host = ldapi:///run/slapd\n")
     with pytest.raises(DefinitionError, match="unsupported URL scheme"):
+        open_table(f"ldap:{cf}")
+    cf.write_text("server_host = ldap://127.0.0.1:ldap\n")
+    with pytest.raises(DefinitionError, match=rf"^{cf}:1: server_host: bad port"):
         open_table(f"ldap:{cf}")
     cf.write_text("timeout = soon\n")
     with pytest.raises(DefinitionError, match=rf"^{cf}:1: timeout: expected a number"):
