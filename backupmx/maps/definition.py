@@ -83,6 +83,6 @@ def read_definition(spec: str, path: str, known: Iterable[str]) -> Definition:
             continue
         if name in definition.values:
             definition.warn(number, f"parameter {name} is set again; the last value counts")
-        definition.values[name] = (" ".join(value.split()), number)
+        definition.values[name] = (value.strip(), number)
     definition.notes += [ConfigIssue(path, 0, f"warning: {w}") for w in warnings]
     return definition

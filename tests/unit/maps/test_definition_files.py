@@ -158,3 +158,11 @@ def test_check_names_the_definition_file_lines(tmp_path, capsys):
     assert f"{bad}:2: ldap:{bad}: scope: expected sub, one or base, got 'everything'" in err
     assert (f"{cf}:3: relay_recipient_maps: pgsql:{tmp_path}/missing.cf: cannot open "
             f"{tmp_path}/missing.cf: No such file or directory") in err
+
+
+def test_values_keep_their_inner_white_space(tmp_path):
+    cf = tmp_path / "t.cf"
+    cf.write_text("password =  two  spaces \nquery = SELECT a\n    FROM t\n")
+    definition = read_definition(f"pgsql:{cf}", str(cf), ("password", "query"))
+    assert definition.get("password") == "two  spaces"
+    assert definition.get("query") == "SELECT a    FROM t"
