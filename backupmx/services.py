@@ -21,6 +21,7 @@ from backupmx.dns import DnsTempError, Resolver
 from backupmx.log import log
 from backupmx.maps import MapError, Maps
 from backupmx.maps.base import inline_lines, logical_lines, read_source
+from backupmx.maps.definitions import definition_issues, definition_warnings
 from backupmx.netlist import DomainList, NetList
 from backupmx.policy.runtime import PolicyServices
 from backupmx.restrictions.engine import (
@@ -176,6 +177,7 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
 
     maps = maps or Maps()
     issues += tls_policy_issues(cfg, maps)
+    issues += definition_issues(cfg, maps)
     lists: dict[str, RList] = {}
     for kind, param in LIST_PARAMS.items():
         try:
@@ -404,6 +406,7 @@ def warnings(svc: Services, resolve_names: bool = True) -> list[ConfigIssue]:
                 for name, reason in asyncio.run(svc.resolve_own_names())]
     out += _admin_warnings(cfg)
     out += _dane_warnings(cfg, svc.maps)
+    out += definition_warnings(cfg, svc.maps)
     return out
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages that the end-to-end tests run as real peers or use
-# as tools (logrotate, systemd-analyze, chromium for the status page's browser test).
+# as tools (logrotate, systemd-analyze, chromium for the status page's browser test,
+# PostgreSQL and slapd for the pgsql: and ldap: lookup tables).
 #
 # Idempotent: a package is installed only when its binary is missing, and
 # `apt-get update` runs only when something has to be installed. The tests start
@@ -24,9 +25,12 @@ declare -A PACKAGE_OF=(
     [systemd-analyze]=systemd
     [chromium]=chromium
     [chromedriver]=chromium-driver
+    [pg_ctlcluster]=postgresql
+    [slapd]=slapd
+    [ldapadd]=ldap-utils
 )
 # the services those packages ship; none may run outside the tests
-SERVICES=(unbound unbound-resolvconf postfix fail2ban postgrey redis-server haproxy)
+SERVICES=(unbound unbound-resolvconf postfix fail2ban postgrey redis-server haproxy postgresql slapd)
 
 have() {
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]

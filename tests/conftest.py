@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.peers.backupmx import BackupMX
+from tests.peers.ldap import LdapServer
+from tests.peers.pgsql import PostgresServer
 from tests.peers.ports import free_port
 from tests.peers.primary import RecordingPrimary
 from tests.peers.redis import RedisServer
@@ -108,6 +110,29 @@ def sender_mx(smtp_port: int) -> Iterator[RecordingPrimary]:
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A real redis-server on 127.0.0.1:port, empty and without persistence."""
     server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pgsql_server(open_dir: Path) -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on 127.0.0.1:port with an empty database ``mail``."""
+    server = PostgresServer(open_dir / "pgsql")
+    server.start()
+    try:
+        server.sql("CREATE DATABASE mail", dbname="postgres")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ldap_server(tmp_path: Path) -> Iterator[LdapServer]:
+    """A real slapd on 127.0.0.1:port serving ``dc=example,dc=org`` (ou=people in it)."""
+    server = LdapServer(tmp_path / "ldap")
     server.start()
     try:
         yield server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 
@@ -18,9 +19,11 @@ class Table(ABC):
     ``pattern`` tables (cidr, regexp, pcre) only get whole-string queries; fixed-key
     tables fold the query to lower case.  ``source`` is the file behind the table (for
     reload), ``warnings`` what the loader complained about without failing.
+    ``blocking`` tables ask a server, so async callers look up in a thread.
     """
 
     pattern: bool = False
+    blocking: bool = False
 
     def __init__(self, spec: str, source: str | None, warnings: list[str]) -> None:
         self.spec = spec
@@ -37,6 +40,16 @@ class Table(ABC):
                 " (config error: a table should return no result instead)"
             )
         return value
+
+    async def lookup_async(self, key: str) -> str | None:
+        """``lookup`` that keeps the event loop free while a server answers."""
+        if self.blocking:
+            return await asyncio.to_thread(self.lookup, key)
+        return self.lookup(key)
+
+    def close(self) -> None:
+        """Release what the table holds open; file tables hold nothing."""
+        return None
 
     @abstractmethod
     def _find(self, key: str) -> str | None: ...

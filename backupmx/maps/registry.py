@@ -9,6 +9,8 @@ from collections.abc import Callable
 from backupmx.log import log
 from backupmx.maps.base import MapError, Table, inline_lines, logical_lines, read_source
 from backupmx.maps.cidr import parse_cidr
+from backupmx.maps.ldap import open_ldap
+from backupmx.maps.pgsql import open_pgsql
 from backupmx.maps.regexp import parse_regexp
 from backupmx.maps.text import open_inline, open_source_table, open_static
 
@@ -42,6 +44,8 @@ _OPENERS: dict[str, Callable[[str, str], Table]] = {
     "cidr": _open_pattern("cidr"),
     "regexp": _open_pattern("regexp"),
     "pcre": _open_pattern("pcre"),
+    "pgsql": open_pgsql,
+    "ldap": open_ldap,
 }
 
 
@@ -103,6 +107,9 @@ class Maps:
         table = open_table(spec)
         for warning in table.warnings:
             log.warning(self.component, warning)
+        old = self._tables.get(spec)
+        if old is not None:
+            old.close()
         self._tables[spec] = table
         self._stamps[spec] = _stamp(table.source)
         return table

@@ -253,14 +253,15 @@ class LookupFailed(Exception):
     """A table could not answer; the reply is 451 4.3.0, never a permit."""
 
 
-def search(svc: Services, st: EvalState, spec: str, keys: list[Key]) -> tuple[str, str] | None:
+async def search(svc: Services, st: EvalState, spec: str,
+                 keys: list[Key]) -> tuple[str, str] | None:
     """(key, value) of the first key found in table ``spec``; partial keys skip pattern tables."""
     try:
         table = svc.maps.get(spec)
         for key, partial in keys:
             if partial and table.pattern:
                 continue
-            value = table.lookup(key)
+            value = await table.lookup_async(key)
             if st.trace is not None:
                 st.trace.append(f"    {spec} {key!r}: {value if value is not None else '-'}")
             if value is not None:
@@ -283,7 +284,7 @@ async def check_map(
 ) -> Verdict:
     """Search ``spec`` with ``keys`` and act on the value found."""
     try:
-        found = search(svc, st, spec, keys)
+        found = await search(svc, st, spec, keys)
     except LookupFailed:
         return Verdict(REJECT, Reply(451, "4.3.0",
                                      f"<{subject(ctx, kind)}>: Temporary lookup failure"))

@@ -179,9 +179,10 @@ async def reject_unlisted_recipient(
         for spec in tables:
             table = svc.maps.get(spec)
             for key in relay_keys(res.address, cfg.str("recipient_delimiter")):
-                if table.lookup(key) is not None:
+                if await table.lookup_async(key) is not None:
                     return DUNNO_V
-    except MapError:
+    except MapError as e:
+        log.warning("smtpd", f"relay_recipient_maps: lookup failed: {e}")
         return Verdict(REJECT, temp_error_reply(ctx))
     text = "User unknown"
     if cfg.bool("show_user_unknown_table_name"):

@@ -84,7 +84,7 @@ def test_tables_come_from_the_shared_registry(tmp_path: Path) -> None:
 
 def test_broken_table_and_bad_items() -> None:
     with pytest.raises(MapError, match="unsupported lookup table type"):
-        DomainList(["ldap:/etc/x"], None, parent_matches=True)
+        DomainList(["mysql:/etc/x"], None, parent_matches=True)
     with pytest.raises(ValueError, match="invalid domain pattern"):
         DomainList(["nausch.org/24"], None, parent_matches=True)
     with pytest.raises(ValueError, match="empty pattern"):
