@@ -38,7 +38,9 @@ class Outcome:
 
     ``text`` is Postfix's reason text (for a reply: ``host X said: ...``), ``relay``
     the ``host[ip]:port`` that answered (None: no server did), ``diagnostic`` the
-    server's reply as a DSN diagnostic (``smtp; 550 ...``) when there was one.
+    server's reply as a DSN diagnostic (``smtp; 550 ...``) when there was one;
+    ``rcpt`` the reply code that server gave to this recipient's RCPT (0: none), what
+    address verification learns from (backupmx/verify/learn.py).
     """
 
     kind: str  # delivered | deferred | bounced
@@ -47,6 +49,7 @@ class Outcome:
     stage: Stage
     relay: str | None = None
     diagnostic: str | None = None
+    rcpt: int = 0
 
     @property
     def reached(self) -> bool:

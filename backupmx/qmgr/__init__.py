@@ -16,6 +16,7 @@ from backupmx.qmgr.manager import Qmgr
 from backupmx.qmgr.notify import DsnBouncer
 from backupmx.qmgr.probe import GreetingProbe
 from backupmx.smtp.client import ConnectionPool
+from backupmx.verify import learn
 
 if TYPE_CHECKING:
     from backupmx.queue.store import Spool
@@ -42,4 +43,5 @@ def build(spool: Spool, services: Callable[[], Services], port: Callable[[], int
         GreetingProbe(),
         policy,
         pool=pool,
+        learn=lambda rcpts, outcomes: learn.from_delivery(services(), rcpts, outcomes),
     )

@@ -24,7 +24,7 @@ from backupmx.health import Health
 from backupmx.log import log
 from backupmx.outcome import Outcome, Stage, log_text
 from backupmx.qmgr import core
-from backupmx.qmgr.ports import Bouncer, Clock, Deliverer, HealthProbe, Spool
+from backupmx.qmgr.ports import Bouncer, Clock, Deliverer, HealthProbe, Learner, Spool
 from backupmx.smtp.client import ClientSettings, ConnectionPool
 from backupmx.smtp.nexthop import Server as Hop
 
@@ -60,6 +60,7 @@ class Qmgr:
         policy: Callable[[], core.Policy],
         clock: Clock = time.time,
         pool: ConnectionPool | None = None,
+        learn: Learner | None = None,
     ) -> None:
         self.spool = spool
         self.deliverer = deliverer
@@ -67,6 +68,7 @@ class Qmgr:
         self.probe = probe
         self.policy = policy
         self.clock = clock
+        self.learn = learn
         self.msgs: dict[str, Envelope] = {}
         #: IDs recently delivered or deleted, oldest first: a late announcement of one of
         #: them from a worker (backupmx/master.py) must not queue it again
@@ -339,6 +341,8 @@ class Qmgr:
         if why is not None:
             return [core.suspended(why)] * len(rcpts)
         delivery = await self.deliverer.deliver(env, domain, rcpts, content)
+        if self.learn is not None:
+            self.learn(rcpts, delivery.outcomes)
         if env.sender:  # the notices backupmx itself sends say nothing of a backed-up primary
             self.health.delivered(domain, delivery.outcomes, self.clock())
         if self.dead.judge(domain, delivery.outcomes, now, self.policy()):
