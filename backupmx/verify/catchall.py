@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from backupmx.log import log
 from backupmx.queue.listing import iso_utc
 from backupmx.verify.decide import BOUNCE, DEFER, OK
-from backupmx.verify.probe import Prober, ProbeResult
+from backupmx.verify.probe import ProbeResult
 
 if TYPE_CHECKING:
     from backupmx.services import Services
@@ -75,8 +76,8 @@ def warning_text(domain: str) -> str:
 class CatchAllWatch:
     """The per-domain states and the checks running; ``probes`` counts checks sent."""
 
-    def __init__(self, prober: Prober) -> None:
-        self.prober = prober
+    def __init__(self, probe: Callable[[str, Services], Awaitable[ProbeResult]]) -> None:
+        self.probe = probe
         self.states: dict[str, State] = {}
         self.probes = 0
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -94,7 +95,7 @@ class CatchAllWatch:
     async def _check(self, domain: str, svc: Services) -> None:
         self.probes += 1
         try:
-            result = await self.prober.probe(probe_address(domain), svc)
+            result = await self.probe(probe_address(domain), svc)
         except Exception as e:  # a check that breaks knows nothing
             result = ProbeResult(DEFER, f"catch-all check failed: {e}", "4.3.0")
         found = conclusion(result)

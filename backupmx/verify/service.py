@@ -50,7 +50,7 @@ class Verifier:
         self.probes = 0  # probes sent, for metrics and tests
         #: results learned from deliveries (backupmx/verify/learn.py), by status name
         self.learned: dict[str, int] = {"deliverable": 0, "undeliverable": 0, "failed": 0}
-        self.catchall = CatchAllWatch(self.prober)
+        self.catchall = CatchAllWatch(lambda address, svc: self.prober.probe(address, svc))
         self._inflight: dict[str, asyncio.Future[ProbeResult]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._cleanup: asyncio.Task[None] | None = None
