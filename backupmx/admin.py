@@ -258,6 +258,14 @@ def metrics(server: Server) -> str:
         "# HELP backupmx_verify_connections_total Sessions opened for probes.",
         "# TYPE backupmx_verify_connections_total counter",
         f"backupmx_verify_connections_total {verifier.prober.connections}",
+        "# HELP backupmx_verify_learned_total Verify cache records set by a delivery's RCPT "
+        "reply.",
+        "# TYPE backupmx_verify_learned_total counter",
+        *(f'backupmx_verify_learned_total{{result="{k}"}} {n}'
+          for k, n in verifier.learned.items()),
+        "# HELP backupmx_verify_catchall_probes_total Catch-all checks sent.",
+        "# TYPE backupmx_verify_catchall_probes_total counter",
+        f"backupmx_verify_catchall_probes_total {verifier.catchall.probes}",
     ]
     lines.append(f"backupmx_uptime_seconds {time.time() - server.started:.0f}")
     return "\n".join(lines) + "\n"

@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "check":
         for w in list(cfg.warnings) + services.warnings(svc):
             print(str(w), file=sys.stderr)
+        from backupmx.verify import catchall  # what the running server found, if one runs
+
+        for line in catchall.check_warnings(_admin(cfg, "GET", "/status", timeout=10)):
+            print(line, file=sys.stderr)
         print(f"{cfg_path}: configuration OK")
         return 0
     if args.cmd == "explain":

@@ -81,7 +81,7 @@ class HealthWatch:
         """What ``GET /status`` answers."""
         cfg = self.server.svc.cfg
         return report(self.health, self.server.qmgr.msgs.values(), self.lifetime(),
-                      cfg.bool(standby.PARAM))
+                      cfg.bool(standby.PARAM), self.server.svc.verifier.catchall.report())
 
     async def run(self) -> None:
         """Until cancelled: drained backlogs every second, probes when standby is on."""

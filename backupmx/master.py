@@ -180,7 +180,7 @@ class Supervisor:
     async def _verify(self, msg: Message) -> Message:
         svc = self.server.svc
         verdict = await svc.verifier.query(msg["address"], msg["target"], svc,
-                                           float(msg["wait"]))
+                                           float(msg["wait"]), bool(msg.get("recipient")))
         return {"status": verdict.status, "text": verdict.text}
 
     # --- supervision ----------------------------------------------------------------------

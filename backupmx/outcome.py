@@ -43,6 +43,8 @@ class Outcome:
     server's reply as a DSN diagnostic (``smtp; 550 ...``) when there was one;
     ``replied`` that the server's own reply decided it, rather than a check of ours
     (a size or SMTPUTF8 the server did not offer, a route, a table).
+    ``rcpt`` the reply code that server gave to this recipient's RCPT (0: none), what
+    address verification learns from (backupmx/verify/learn.py).
     """
 
     kind: str  # delivered | deferred | bounced | held | discarded
@@ -52,6 +54,7 @@ class Outcome:
     relay: str | None = None
     diagnostic: str | None = None
     replied: bool = False
+    rcpt: int = 0
 
     @property
     def reached(self) -> bool:

@@ -55,10 +55,11 @@ def _destination(name: str, dest: Destination | None, queue: dict[str, Any] | No
 
 
 def report(health: Health | None, envs: Iterable[Envelope], lifetime: float,
-           standby: bool) -> dict[str, Any]:
+           standby: bool, catchall: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The status as JSON-able data; ``health`` None: no server answered, states unknown.
 
-    ``lifetime`` is standby_health_expire_time, ``standby`` standby_while_primary_up.
+    ``lifetime`` is standby_health_expire_time, ``standby`` standby_while_primary_up,
+    ``catchall`` the catch-all findings per verified domain (backupmx/verify/catchall.py).
     """
     queue = queued(envs)
     names = set(queue) | (set(health.names()) if health else set())
@@ -67,7 +68,8 @@ def report(health: Health | None, envs: Iterable[Envelope], lifetime: float,
         dest = health.get(name) if health else None
         until = health.healthy_until(name, lifetime) if health else None
         dests.append(_destination(name, dest, queue.get(name), until))
-    return {"states_known": health is not None, "standby": standby, "destinations": dests}
+    return {"states_known": health is not None, "standby": standby, "destinations": dests,
+            "catchall": catchall or []}
 
 
 def text(data: dict[str, Any]) -> str:
@@ -96,4 +98,7 @@ def text(data: dict[str, Any]) -> str:
             lines.append(f"    {t['time']} {t['from'] or '-'} -> {t['to']}: {t['reason']}")
     if not data["destinations"]:
         lines.append("no destinations known, and the queue is empty")
+    for c in data.get("catchall", []):
+        lines.append(f"verified domain {c['domain']}: catch-all {c['catchall']} "
+                     f"(checked {c['checked']}: {c['reason']})")
     return "\n".join(lines) + "\n"

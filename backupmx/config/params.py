@@ -288,6 +288,8 @@ _TABLE: tuple[Param, ...] = (
     _s("address_verify_sender", "$double_bounce_sender", "Envelope sender of probes; empty or "
        "<> is the null sender"),
     _l("address_verify_relayhost", "$relayhost", "relayhost for probes"),
+    _t("address_verify_catchall_check_interval", "1d", "d", "How often a probe of a random "
+       "local part asks whether a verified domain's primary accepts any recipient; 0 disables"),
     _l("address_verify_transport_maps", "$transport_maps", "transport_maps for probes"),
     _c("unverified_recipient_reject_code", "450", 200, 599, "Reply code for a recipient that "
        "verification found undeliverable"),

@@ -17,6 +17,7 @@ from backupmx.qmgr.notify import DsnBouncer
 from backupmx.qmgr.probe import GreetingProbe
 from backupmx.qmgr.quarantine import LogAlert
 from backupmx.smtp.client import ConnectionPool
+from backupmx.verify import learn
 
 if TYPE_CHECKING:
     from backupmx.queue.store import Spool
@@ -44,4 +45,5 @@ def build(spool: Spool, services: Callable[[], Services], port: Callable[[], int
         policy,
         pool=pool,
         alert=LogAlert(),
+        learn=lambda rcpts, outcomes: learn.from_delivery(services(), rcpts, outcomes),
     )

@@ -24,7 +24,15 @@ from backupmx.health import Health
 from backupmx.log import log
 from backupmx.outcome import Outcome, Stage, log_text
 from backupmx.qmgr import core, quarantine
-from backupmx.qmgr.ports import Bouncer, Clock, Deliverer, HealthProbe, QuarantineAlert, Spool
+from backupmx.qmgr.ports import (
+    Bouncer,
+    Clock,
+    Deliverer,
+    HealthProbe,
+    Learner,
+    QuarantineAlert,
+    Spool,
+)
 from backupmx.smtp.client import ClientSettings, ConnectionPool
 from backupmx.smtp.nexthop import Server as Hop
 
@@ -61,6 +69,7 @@ class Qmgr:
         clock: Clock = time.time,
         pool: ConnectionPool | None = None,
         alert: QuarantineAlert | None = None,
+        learn: Learner | None = None,
     ) -> None:
         self.spool = spool
         self.deliverer = deliverer
@@ -70,6 +79,7 @@ class Qmgr:
         self.clock = clock
         #: told of each quarantine (primary_reject_action = hold)
         self.alert = alert if alert is not None else quarantine.LogAlert()
+        self.learn = learn
         self.msgs: dict[str, Envelope] = {}
         #: IDs recently delivered or deleted, oldest first: a late announcement of one of
         #: them from a worker (backupmx/master.py) must not queue it again
@@ -369,6 +379,8 @@ class Qmgr:
         if why is not None:
             return [core.suspended(why)] * len(rcpts)
         delivery = await self.deliverer.deliver(env, domain, rcpts, content)
+        if self.learn is not None:
+            self.learn(rcpts, delivery.outcomes)
         if env.sender:  # the notices backupmx itself sends say nothing of a backed-up primary
             self.health.delivered(domain, delivery.outcomes, self.clock())
         if self.dead.judge(domain, delivery.outcomes, now, self.policy()):

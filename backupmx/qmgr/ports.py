@@ -69,6 +69,10 @@ class Bouncer(Protocol):
         ...
 
 
+#: what the verify cache learns from one destination's recipients and their outcomes
+Learner = Callable[[list[Recipient], list[Outcome]], None]
+
+
 class HealthProbe(Protocol):
     """Is anybody there?  The first of ``servers`` that greets, or None."""
 

@@ -89,7 +89,7 @@ async def _verify(
     wait = max(0, cfg.int("address_verify_poll_count") - 1) * cfg.time("address_verify_poll_delay")
     target = svc.resolve(address).address
     try:
-        answer = await svc.verifier.query(address, target, svc, wait)
+        answer = await svc.verifier.query(address, target, svc, wait, kind == "recipient")
     except Exception as e:
         log.warning("verify", f"<{address}>: address verification problem: {e!r}")
         problem = reject_reply(ctx, 450, f"4.{detail}", "address verification problem", kind)

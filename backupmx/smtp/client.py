@@ -9,6 +9,7 @@ final dot, and every failure to talk is transient.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from aiosmtplib.response import SMTPResponse
 
@@ -82,6 +83,8 @@ class _Attempt:
         self.settings = settings
         self.pool = pool
         self.done: dict[int, Outcome] = {}
+        #: recipient index -> the reply code to its RCPT at the server tried last
+        self.rcpt: dict[int, int] = {}
 
     async def run(self, servers: list[Server]) -> list[Outcome]:
         todo = list(range(len(self.recipients)))
@@ -95,8 +98,14 @@ class _Attempt:
             # Soft results at a non-final server are only a reason to try the next one.
             for i in soft:
                 del self.done[i]
+                self.rcpt.pop(i, None)
             todo = soft
-        return [self.done[i] for i in range(len(self.recipients))]
+        return [self._with_rcpt(i) for i in range(len(self.recipients))]
+
+    def _with_rcpt(self, i: int) -> Outcome:
+        """The result, with the reply code to its RCPT at the server that gave the result."""
+        o, code = self.done[i], self.rcpt.get(i, 0)
+        return replace(o, rcpt=code) if code and o.relay is not None else o
 
     async def _session(self, server: Server, todo: list[int]) -> tuple[list[int], bool]:
         """Deliver ``todo`` through one server; returns the softly failed and "greeted"."""
@@ -224,6 +233,7 @@ class _Attempt:
             resp = await reply(command)
             if resp.code == 421:
                 raise self._reply_failure(server, resp.code, resp.message, "RCPT TO")
+            self.rcpt[i] = resp.code
             if resp.code // 100 == 2:
                 accepted.append(i)
             else:

@@ -62,9 +62,10 @@ class RemoteVerifier:
         return False
 
     async def query(self, address: str, target: str, svc: services.Services,
-                    wait: float) -> Answer:
-        reply = await self.channel.request(
-            {"t": "verify", "address": address, "target": target, "wait": wait})
+                    wait: float, recipient: bool = False) -> Answer:
+        reply = await self.channel.request({"t": "verify", "address": address,
+                                            "target": target, "wait": wait,
+                                            "recipient": recipient})
         if "error" in reply:
             raise RemoteError(str(reply["error"]))
         return Answer(int(reply["status"]), str(reply["text"]))

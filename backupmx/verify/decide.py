@@ -110,6 +110,12 @@ def update(
     return Entry(status, 0.0, now, text)
 
 
+def worth_learning(entry: Entry | None, status: int, now: float) -> bool:
+    """Does a delivery's answer change the record?  Not a deliverable one that is fresh."""
+    return not (status == OK and entry is not None and entry.status == OK
+                and now - entry.updated < PROBE_TTL)
+
+
 def purgeable(entry: Entry, now: float, t: Timing) -> bool:
     """Cleanup drops a record nobody has asked about since it expired.
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from backupmx.log import log
 from backupmx.verify import decide
 from backupmx.verify.cache import Store, map_path
+from backupmx.verify.catchall import CatchAllWatch
 from backupmx.verify.decide import BOUNCE, OK, TODO, Entry, Timing
 from backupmx.verify.probe import Prober, ProbeResult, elapsed
 
@@ -47,6 +48,9 @@ class Verifier:
         self.store = Store(map_path(spec))
         self.prober = Prober()
         self.probes = 0  # probes sent, for metrics and tests
+        #: results learned from deliveries (backupmx/verify/learn.py), by status name
+        self.learned: dict[str, int] = {"deliverable": 0, "undeliverable": 0, "failed": 0}
+        self.catchall = CatchAllWatch(lambda address, svc: self.prober.probe(address, svc))
         self._inflight: dict[str, asyncio.Future[ProbeResult]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._cleanup: asyncio.Task[None] | None = None
@@ -63,6 +67,7 @@ class Verifier:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.catchall.close()
         await self.prober.close()
         self.store.close()
 
@@ -81,12 +86,16 @@ class Verifier:
         d = decide.query(entry, time.time(), Timing.from_cfg(svc.cfg))
         return d.answer is not None and d.answer.status == OK and not d.probe
 
-    async def query(self, address: str, target: str, svc: Services, wait: float) -> Answer:
+    async def query(self, address: str, target: str, svc: Services, wait: float,
+                    recipient: bool = False) -> Answer:
         """The verification status of ``address``, probing ``target`` when needed.
 
         Waits up to ``wait`` seconds for a probe that this query needs; after that
         the answer is TODO ("in progress") and the probe goes on in the background.
+        A ``recipient`` query also has its domain checked for a catch-all primary.
         """
+        if recipient:
+            self.catchall.consider(target.rpartition("@")[2].lower(), svc)
         t = Timing.from_cfg(svc.cfg)
         now = time.time()
         entry = self.store.get(address)
@@ -123,6 +132,28 @@ class Verifier:
         )
         result = await asyncio.shield(fut)
         return self.store.get(address) or Entry(result.status, 0.0, time.time(), result.text)
+
+    def learn(self, address: str, status: int, text: str, t: Timing) -> None:
+        """Store what a delivery's RCPT reply said, as a probe's answer would be stored.
+
+        A deliverable record answered within the last probe interval is left as it
+        is (no write per delivered message); a store that fails is counted, not
+        logged, so that an outage of a shared store does not log every recipient.
+        """
+        now = time.time()
+        try:
+            old = self.store.get(address)
+            if not decide.worth_learning(old, status, now):
+                return
+            new = decide.update(old, status, text, now, t)
+            if new is None:
+                self.store.delete(address)
+            else:
+                self.store.put(address, new)
+        except Exception:
+            self.learned["failed"] += 1
+            return
+        self.learned[_LOG_STATUS[status]] += 1
 
     def _start(
         self, address: str, target: str, svc: Services, entry: Entry | None

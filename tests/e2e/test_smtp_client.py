@@ -85,7 +85,7 @@ async def test_delivered_byte_for_byte(primary: RecordingPrimary, logged: io.Str
     name = f"mx1.nausch.org[127.0.0.2]:{primary.port}"
     assert res == Outcome(
         "delivered", "2.0.0", "250 2.0.0 Ok: queued as 00000001", Stage.RECIPIENT, name,
-        "smtp; 250 2.0.0 Ok: queued as 00000001", replied=True,
+        "smtp; 250 2.0.0 Ok: queued as 00000001", replied=True, rcpt=250,
     )
     [msg] = primary.messages
     assert msg.data == CONTENT
@@ -136,7 +136,7 @@ async def test_per_recipient_550_bounced_450_deferred(
         "rejected: User unknown (in reply to RCPT TO command)",
         Stage.RECIPIENT, name,
         "smtp; 550 5.1.1 <gone@nausch.org>: Recipient address rejected: User unknown",
-        replied=True,
+        replied=True, rcpt=550,
     )
     assert gone.refused  # the primary's own 5xx: primary_reject_action decides
     assert (bob.kind, bob.status) == ("delivered", "2.0.0")
@@ -145,7 +145,7 @@ async def test_per_recipient_550_bounced_450_deferred(
         "host mx1.nausch.org[127.0.0.2] said: 450 4.2.0 <later@nausch.org>: try again later "
         "(in reply to RCPT TO command)",
         Stage.RECIPIENT, name, "smtp; 450 4.2.0 <later@nausch.org>: try again later",
-        replied=True,
+        replied=True, rcpt=450,
     )
     [msg] = primary.messages
     assert msg.rcpts == ["bob@nausch.org"]

@@ -344,8 +344,9 @@ def test_a_probe_after_a_reload_does_not_use_the_session_kept_from_before(mx, kn
     assert send(mx, "s@sender.example", ["alice@nausch.org"]).rcpts == [(250, b"2.1.5 Ok")]
     reload(mx, "smtp_helo_name = relay.tachtler.net\n")
     assert send(mx, "s@sender.example", ["bob@nausch.org"]).rcpts == [(250, b"2.1.5 Ok")]
-    probes = [(s.commands[0], [c for c in s.commands if c.startswith(b"RCPT")])
-              for s in known.sessions]
+    probes = [(s.commands[0], rcpts) for s in known.sessions  # the catch-all check aside
+              if (rcpts := [c for c in s.commands if c.startswith(b"RCPT")
+                            and not c.startswith(b"RCPT TO:<backupmx-catchall-check-")])]
     assert probes == [(b"EHLO mx1.tachtler.net", [b"RCPT TO:<alice@nausch.org>"]),
                       (b"EHLO relay.tachtler.net", [b"RCPT TO:<bob@nausch.org>"])]
 

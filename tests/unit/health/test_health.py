@@ -165,7 +165,7 @@ def test_report_without_a_server_shows_the_queue_and_unknown_states() -> None:
         "destination": "nausch.org", "state": None, "since": None, "reason": None,
         "last_ok": None, "healthy_until": None, "history": [],
         "queue": {"messages": 1, "recipients": 1, "held": 0, "oldest": "1970-01-01T00:00:00Z"},
-    }]}
+    }], "catchall": []}
     assert text(data) == (
         "no running server answers: destination states are unknown\n"
         "standby_while_primary_up = yes\n"
