@@ -115,8 +115,8 @@ class Alerts:
         age = cfg.time("alert_queue_age_threshold")
         msgs = self.server.qmgr.msgs
         started = time.monotonic()
-        if started >= self._next_look and (self.decisions.busy() or msgs or
-                                           self.decisions.age_fired):
+        wanted = self.decisions.busy() or self.decisions.age_fired or (age > 0 and msgs)
+        if wanted and started >= self._next_look:
             view = look(msgs.values())
             self._next_look = started + (time.monotonic() - started) * LOOK_SHARE
             health = self.server.qmgr.health
