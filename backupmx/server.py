@@ -27,6 +27,7 @@ from backupmx import (
     __version__,
     admin,
     adminauth,
+    alerts,
     anvil,
     config,
     healthwatch,
@@ -53,6 +54,7 @@ class Server(SmtpdHost):
         super().__init__(cfg, svc)
         self.qmgr = qmgr.build(self.spool, lambda: self.svc, self.smtp_port)
         self.watch = healthwatch.HealthWatch(self)
+        self.alerts = alerts.Alerts(self)
         self.anvil = anvil.Anvil()
         self.workers: Supervisor | None = None
         self._admin: admin.Endpoint | None = None
@@ -113,6 +115,7 @@ class Server(SmtpdHost):
         self._admin = await admin.start(self, token)
         self._qmgr_task = asyncio.create_task(self.qmgr.run())
         self._watch_task = asyncio.create_task(self.watch.run())
+        self._alerts_task = asyncio.create_task(self.alerts.run())
         self._maps_task = asyncio.create_task(self.watch_maps())
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -192,6 +195,8 @@ class Server(SmtpdHost):
         self._qmgr_task.cancel()
         self._watch_task.cancel()
         self.watch.stop()
+        self._alerts_task.cancel()
+        await self.alerts.close()
         self._maps_task.cancel()
         if self._admin:
             await self._admin.close()

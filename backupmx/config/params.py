@@ -182,6 +182,16 @@ _TABLE: tuple[Param, ...] = (
     _t("standby_health_expire_time", "180s", "s", "With standby_while_primary_up: how long a "
        "successful delivery or probe counts as the primary being healthy; after that, or the "
        "moment it is found unreachable, its recipients are accepted again"),
+    _s("alert_webhook_url", "", "URL that each alert is POSTed to as JSON (kind, destination, "
+       "text, time, host, counts), tried again with backoff; empty means alerts are only "
+       "logged (and mailed with alert_notify_postmaster)"),
+    _t("alert_webhook_timeout", "10s", "s", "Longest one POST to alert_webhook_url may take"),
+    _b("alert_notify_postmaster", "no", "Also mail each alert to postmaster_address, queued "
+       "and delivered like any other mail"),
+    _t("alert_queue_age_threshold", "4h", "h", "Alert once when the oldest message in the "
+       "queue (not on hold) is older than this; re-armed when none is; 0 is never"),
+    _z("alert_disk_free_threshold", "1073741824", "Alert once when the queue directory's file "
+       "system has fewer bytes free than this; re-armed when it has a tenth more; 0 is never"),
     # relaying
     _l("relay_domains", "", "Domains this host relays to (besides permit_mx_backup domains)"),
     _l("relay_recipient_maps", "", "Tables of valid recipients in relay_domains; empty "

@@ -93,6 +93,8 @@ class Qmgr:
         self.dead = core.DeadDestinations()
         #: each destination's primary: up, down or recovering (backupmx/health.py)
         self.health = Health()
+        #: hear every verdict once it is recorded (the alerts, backupmx/alerts/)
+        self.listeners: list[Callable[[Envelope, core.Verdict], None]] = []
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: per destination: attempts started and not finished, and the due mail parked
@@ -434,6 +436,8 @@ class Qmgr:
               policy: core.Policy) -> None:
         """Record a verdict and log each recipient's result: the one place that logs them."""
         core.record(env, verdict, now, policy)
+        for listener in self.listeners:
+            listener(env, verdict)
         delay = now - env.arrival
         for r, o in verdict.results:
             self.stats[o.kind] += 1
