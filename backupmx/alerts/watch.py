@@ -22,7 +22,9 @@ from backupmx.alerts.decide import Backlog, Decisions, QueueView
 from backupmx.alerts.send import Notice, Post, PostmasterMail, Webhook
 from backupmx.envelope import DEFERRED, Envelope
 from backupmx.log import log
+from backupmx.outcome import Outcome
 from backupmx.qmgr.core import Verdict
+from backupmx.qmgr.ports import QuarantineAlert
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -66,6 +68,18 @@ def free_bytes(path: str) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
+class _QuarantineTap:
+    """The queue manager's quarantine port: its own log line first, then the alert."""
+
+    def __init__(self, inner: QuarantineAlert, alerts: Alerts) -> None:
+        self.inner, self.alerts = inner, alerts
+
+    def quarantined(self, queue_id: str, destination: str, recipients: list[str],
+                    reply: Outcome) -> None:
+        self.inner.quarantined(queue_id, destination, recipients, reply)
+        self.alerts.quarantined(queue_id, destination, reply.text)
+
+
 class Alerts:
     """Raises alerts from the queue manager's events and its own looks."""
 
@@ -76,6 +90,7 @@ class Alerts:
         self.mail = PostmasterMail(server.spool, server.qmgr.submit)
         self._next_look = 0.0
         server.qmgr.listeners.append(self._noted)
+        server.qmgr.alert = _QuarantineTap(server.qmgr.alert, self)
 
     def _noted(self, env: Envelope, verdict: Verdict) -> None:
         if not env.sender:

@@ -156,3 +156,21 @@ def test_a_hanging_webhook_delays_no_mail(backupmx_factory, primary, hook):
     mx.wait_log(r"warning: alert=drained destination=nausch\.org")
     assert hook.requests == [] and hook.hanging == 1  # still not answered, and mail moved on
     assert mx.stop() == 0
+
+
+def test_a_quarantined_message_is_an_alert(backupmx_factory, primary, hook):
+    primary.users = {"alice@nausch.org"}
+    mx = backupmx_factory(config(hook))
+    out = send(mx, "sender@sender.example", ["nobody@nausch.org"], message("refused"))
+    assert out.data is not None and out.data[0] == 250
+    body = kinds(hook.wait(lambda rs: kinds(rs, "quarantined")), "quarantined")[0]
+    assert body["destination"] == "nausch.org"
+    assert body["queue_id"] == out.queue_id
+    assert body["counts"] == {"messages": 1}
+    assert body["text"].startswith(f"{out.queue_id}: mail for nausch.org was put on hold: "
+                                   "the primary refused it: host mx1.nausch.org[127.0.0.2] "
+                                   "said: 550 5.1.1 <nobody@nausch.org>")
+    mx.wait_log(rf"{out.queue_id}: quarantined, no DSN sent: nausch\.org refused "
+                r"<nobody@nausch\.org>: host mx1\.nausch\.org")
+    mx.wait_log(r"warning: alert=quarantined destination=nausch\.org")
+    assert primary.messages == []

@@ -16,13 +16,15 @@ from backupmx.health import Health
 from backupmx.log import log
 from backupmx.outcome import Outcome, Stage
 from backupmx.qmgr.core import Verdict
+from backupmx.qmgr.quarantine import LogAlert
 
 REFUSED = Outcome(DEFERRED, "4.4.1", "connect to mx1.nausch.org[127.0.0.2]:25: Connection "
                   "refused", Stage.CONNECT)
 
 
 def server(text: str) -> Any:
-    qmgr = SimpleNamespace(listeners=[], msgs={}, health=Health(), submit=lambda env: None)
+    qmgr = SimpleNamespace(listeners=[], alert=LogAlert(), msgs={}, health=Health(),
+                           submit=lambda env: None)
     return SimpleNamespace(svc=SimpleNamespace(cfg=parse(text)), qmgr=qmgr, spool=None)
 
 
