@@ -229,11 +229,14 @@ def mixed_results(rec: ReadRecorder) -> list[Outcome]:
     name = f"mx1.nausch.org[{HOST}]"
     return [
         Outcome("delivered", "2.0.0", "250 2.0.0 Ok: queued as 4711", Stage.RECIPIENT,
-                relay(rec), "smtp; 250 2.0.0 Ok: queued as 4711", replied=True),
+                relay(rec), "smtp; 250 2.0.0 Ok: queued as 4711", replied=True,
+                rcpt=250),
         Outcome("deferred", "4.2.0", f"host {name} said: {LATER_REPLY} (in reply to RCPT TO "
-                "command)", Stage.RECIPIENT, relay(rec), f"smtp; {LATER_REPLY}", replied=True),
+                "command)", Stage.RECIPIENT, relay(rec), f"smtp; {LATER_REPLY}", replied=True,
+                rcpt=450),
         Outcome("bounced", "5.1.1", f"host {name} said: {GONE_REPLY} (in reply to RCPT TO "
-                "command)", Stage.RECIPIENT, relay(rec), f"smtp; {GONE_REPLY}", replied=True),
+                "command)", Stage.RECIPIENT, relay(rec), f"smtp; {GONE_REPLY}", replied=True,
+                rcpt=550),
     ]
 
 

@@ -42,7 +42,7 @@ def test_a_deferral_of_real_mail_is_held_and_a_notice_of_our_own_is_not(lines: l
     theirs = Envelope("A", "s@sender.example", [Recipient("a@nausch.org")], time.time())
     for env in (mine, theirs):
         srv.qmgr.msgs[env.id] = env
-        srv.qmgr.listeners[0](env, Verdict([(env.recipients[0], REFUSED)], [], False, True))
+        srv.qmgr.listeners[0](env, Verdict([(env.recipients[0], REFUSED)], [], [], False, True))
     alerts.check()
     assert lines == ["warning: alert=holding destination=nausch.org messages=1 recipients=1: "
                      f"mail for nausch.org is being held: {REFUSED.text}"]
