@@ -24,6 +24,7 @@ from aiohttp import web
 from backupmx import adminauth
 from backupmx.adminauth import Level
 from backupmx.log import log
+from backupmx.metrics import scrape
 from backupmx.page import views
 from backupmx.queue import listing
 from backupmx.verify import report as verify_report
@@ -151,7 +152,7 @@ async def route(server: Server, method: str, target: str) -> tuple[int, str, str
     if method == "GET" and path == "/healthz":
         return 200, "text/plain", "ok\n"
     if method == "GET" and path == "/metrics":
-        return 200, "text/plain; version=0.0.4", metrics(server)
+        return 200, scrape.CONTENT_TYPE, await scrape.exposition(server)
     if method == "GET" and path == "/queue":
         envs = sorted(qm.msgs.values(), key=lambda e: e.arrival)
         return 200, "application/json", json.dumps(listing.as_json(envs, active=qm.active))
@@ -227,45 +228,3 @@ def _result(ok: bool, qid: str) -> tuple[int, str, str]:
     if ok:
         return 200, "application/json", json.dumps({"ok": True})
     return 404, "application/json", json.dumps({"ok": False, "error": f"{qid}: no such message"})
-
-
-def metrics(server: Server) -> str:
-    qm = server.qmgr
-    lines = [
-        "# HELP backupmx_queue_messages Messages in the queue.",
-        "# TYPE backupmx_queue_messages gauge",
-        f"backupmx_queue_messages {len(qm.msgs)}",
-        "# HELP backupmx_queue_active Messages being delivered.",
-        "# TYPE backupmx_queue_active gauge",
-        f"backupmx_queue_active {len(qm.active)}",
-        "# HELP backupmx_queue_transactions_total Spool transactions the master committed "
-        "(one fsync each).",
-        "# TYPE backupmx_queue_transactions_total counter",
-        f"backupmx_queue_transactions_total {server.spool.commits}",
-        "# HELP backupmx_smtpd_sessions Open SMTP sessions.",
-        "# TYPE backupmx_smtpd_sessions gauge",
-        f"backupmx_smtpd_sessions {server.session_count()}",
-        "# HELP backupmx_delivery_results_total Recipient delivery results.",
-        "# TYPE backupmx_delivery_results_total counter",
-    ]
-    for kind in ("delivered", "deferred", "bounced", "held", "discarded"):
-        lines.append(f'backupmx_delivery_results_total{{result="{kind}"}} {qm.stats[kind]}')
-    verifier = server.svc.verifier
-    lines += [
-        "# HELP backupmx_verify_probes_total Address-verification probes sent.",
-        "# TYPE backupmx_verify_probes_total counter",
-        f"backupmx_verify_probes_total {verifier.probes}",
-        "# HELP backupmx_verify_connections_total Sessions opened for probes.",
-        "# TYPE backupmx_verify_connections_total counter",
-        f"backupmx_verify_connections_total {verifier.prober.connections}",
-        "# HELP backupmx_verify_learned_total Verify cache records set by a delivery's RCPT "
-        "reply.",
-        "# TYPE backupmx_verify_learned_total counter",
-        *(f'backupmx_verify_learned_total{{result="{k}"}} {n}'
-          for k, n in verifier.learned.items()),
-        "# HELP backupmx_verify_catchall_probes_total Catch-all checks sent.",
-        "# TYPE backupmx_verify_catchall_probes_total counter",
-        f"backupmx_verify_catchall_probes_total {verifier.catchall.probes}",
-    ]
-    lines.append(f"backupmx_uptime_seconds {time.time() - server.started:.0f}")
-    return "\n".join(lines) + "\n"

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from backupmx.ipc import Channel, Message
 from backupmx.log import log
+from backupmx.metrics.merge import Sum
 from backupmx.queue import ids
 from backupmx.queue.store import envelope_of
 from backupmx.smtpd.host import BACKLOG
@@ -95,6 +96,7 @@ class Worker:
     channel: Channel | None = None
     peers: dict[int, SimpleNamespace] = field(default_factory=dict)  # counted clients
     born: float = 0.0
+    metrics: str = ""  # its registry as it last answered a scrape (backupmx/metrics/)
 
 
 class Supervisor:
@@ -107,6 +109,8 @@ class Supervisor:
         self.stopping = False
         self._delay = RESPAWN_DELAY
         self._tasks: set[asyncio.Task[None]] = set()
+        #: the last counts of workers that have ended, so that the sums never go back
+        self.retired = Sum()
         ids.configure(0, self.slots)
 
     # --- spawning -----------------------------------------------------------------
@@ -192,6 +196,9 @@ class Supervisor:
             self.server.anvil.release(peer)
         w.peers.clear()
         w.channel = None
+        if w.metrics:
+            self.retired.add_text(w.metrics)
+            w.metrics = ""
         if self.ready:
             await self._adopt(w)
         if self.stopping:
@@ -248,6 +255,24 @@ class Supervisor:
         for index in late:
             log.warning("master", f"smtpd worker {index} did not confirm {what} "
                         f"within {wait:g} s")
+
+    async def metrics(self, wait: float) -> list[str]:
+        """Every running worker's registry in the text format (the ended ones' are in
+        :attr:`retired`).
+
+        Asked now; a worker that does not answer within ``wait`` is counted by its
+        previous answer.
+        """
+        asks = {asyncio.create_task(w.channel.request({"t": "metrics"})): w
+                for w in self.workers if w.channel is not None and not w.channel.closed}
+        if asks:
+            done, pending = await asyncio.wait(asks, timeout=wait)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                if task.exception() is None:
+                    asks[task].metrics = str(task.result().get("text", ""))
+        return [w.metrics for w in self.workers if w.metrics]
 
     def tell_all(self, msg: Message) -> None:
         """A notice to every running worker."""

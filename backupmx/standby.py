@@ -13,7 +13,6 @@ worker falls back to accepting mail.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +43,6 @@ class View:
 #: this process's view; the master fills it for its own sessions, a worker from the
 #: master's notices, ``explain`` from the running server's status
 VIEW = View()
-#: standby refusals of this process, per destination (for metrics)
-REFUSALS: Counter[str] = Counter()
 
 
 def refusal(rcpt: str, domain: str) -> Verdict:

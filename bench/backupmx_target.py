@@ -79,7 +79,7 @@ class BackupMX:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/metrics", timeout=30) as r:
                 for line in r.read().decode().splitlines():
                     if line.startswith("backupmx_queue_messages "):
-                        return int(line.split()[1])
+                        return int(float(line.split()[1]))
         except OSError:
             return len(json.loads(self.cli("queue", "list", "--json").stdout or "[]"))
         return 0

@@ -22,6 +22,7 @@ from backupmx.concurrency import DestinationSlots
 from backupmx.envelope import DELIVERED, Envelope, Recipient
 from backupmx.health import Health
 from backupmx.log import log
+from backupmx.metrics import instruments
 from backupmx.outcome import Outcome, Stage, log_text
 from backupmx.qmgr import core, quarantine
 from backupmx.qmgr.ports import (
@@ -104,7 +105,6 @@ class Qmgr:
         self._unsent: dict[str, Unsent] = {}
         self._flush_waiters: list[tuple[set[str], asyncio.Future[None]]] = []
         self.pool = pool if pool is not None else ConnectionPool()
-        self.stats: dict[str, int] = defaultdict(int)
         self._stopping = False
 
     # --- entry points --------------------------------------------------------
@@ -380,7 +380,10 @@ class Qmgr:
         why = self.dead.reason(domain, now)
         if why is not None:
             return [core.suspended(why)] * len(rcpts)
+        started = time.monotonic()
         delivery = await self.deliverer.deliver(env, domain, rcpts, content)
+        instruments.ATTEMPTS.labels(instruments.NOTICES if env.made_here else domain).observe(
+            time.monotonic() - started)
         if self.learn is not None:
             self.learn(rcpts, delivery.outcomes)
         if env.sender:  # the notices backupmx itself sends say nothing of a backed-up primary
@@ -440,7 +443,10 @@ class Qmgr:
             listener(env, verdict)
         delay = now - env.arrival
         for r, o in verdict.results:
-            self.stats[o.kind] += 1
+            instruments.DELIVERIES.labels(
+                o.kind, instruments.NOTICES if env.made_here else r.domain).inc()
+            if o.kind == DELIVERED:
+                instruments.DELAYS.observe(delay)
             log.info(_agent(o), log_text(env.id, r.address, o, delay))
         if verdict.expired:
             log.info("qmgr", f"{env.id}: from=<{env.sender}>, status=expired, returned to sender")

@@ -43,6 +43,7 @@ from typing import Any, TypeVar, cast
 
 from backupmx.envelope import Envelope, Recipient
 from backupmx.log import log
+from backupmx.metrics import instruments
 
 DB_NAME = "queue.db"
 LOCK_NAME = "queue.lock"  # serialises the writers of several processes (see _lock_writers)
@@ -423,6 +424,7 @@ class Spool:
             done: list[tuple[_Request, object]] = []
             failed: list[tuple[_Request, BaseException]] = []
             aborted = False
+            started = time.monotonic()
             try:
                 db.execute("BEGIN IMMEDIATE")
                 for req in pending:
@@ -442,6 +444,7 @@ class Spool:
                 if not aborted:
                     db.execute("COMMIT")
                     self.commits += 1
+                    instruments.SPOOL_COMMITS.observe(time.monotonic() - started)
             except sqlite3.Error as batch_error:
                 if db.in_transaction:
                     db.execute("ROLLBACK")

@@ -19,6 +19,7 @@ from backupmx import addr
 from backupmx.dns import DnsTempError
 from backupmx.log import log
 from backupmx.maps import lookup_list
+from backupmx.metrics import instruments
 from backupmx.restrictions.access import CLASSES, final_reply
 from backupmx.restrictions.engine import (
     CONFIG_ERROR,
@@ -44,6 +45,7 @@ class Answer:
 
     addresses: tuple[str, ...] = ()
     txt: str = ""
+    failed: bool = False  # no answer or a temporary error: counted as not listed
 
 
 Filter = list[frozenset[int]]
@@ -107,7 +109,7 @@ async def _query(svc: Services, name: str) -> Answer:
         found = await svc.resolver.a(name)
     except DnsTempError as e:
         log.warning("smtpd", f"DNS list lookup error for {name}: {e}; counted as not listed")
-        return Answer()
+        return Answer(failed=True)
     if not found:
         return Answer()
     try:
@@ -150,7 +152,7 @@ async def lookup(ctx: Context, svc: Services, st: EvalState, name: str) -> Answe
         answer = await asyncio.wait_for(asyncio.shield(task), WAIT)
     except TimeoutError:
         log.warning("smtpd", f"DNS list {name}: no answer in {WAIT:.0f}s; counted as not listed")
-        answer = Answer()
+        answer = Answer(failed=True)
     if st.trace is not None:
         shown = ", ".join(answer.addresses) or "not listed"
         reason = f" TXT {answer.txt!r}" if answer.txt else ""
@@ -203,9 +205,12 @@ async def _check(ctx: Context, svc: Services, st: EvalState, arg: str, what: str
     """Query ``<name>.<zone>`` and reject with the list's reply when it is listed."""
     domain, flt = split_arg(arg)
     answer = await lookup(ctx, svc, st, f"{name}.{domain}")
+    if answer.failed:
+        instruments.DNSBL_ERRORS.labels(domain).inc()
     if not answer.addresses or flt is not None and not any(
             filter_matches(flt, a) for a in answer.addresses):
         return DUNNO_V
+    instruments.DNSBL_HITS.labels(domain).inc()
     text = svc.cfg.expand(reply_template(svc, arg, domain),
                           _variables(ctx, svc, kind, what, domain, answer))
     code, _, rest = text.strip().partition(" ")

@@ -76,6 +76,8 @@ class Verdict:
     kind: str  # PERMIT | DUNNO | REJECT
     reply: Reply | None = None
     disconnect: bool = False
+    #: what refused: the restriction's name (the innermost of nested lists) or check's
+    by: str = ""
 
 
 DUNNO_V = Verdict(DUNNO)
@@ -98,10 +100,13 @@ class EvalState:
     warning: bool = False  # the running step follows warn_if_reject
     depth: int = 0  # nesting of restriction lists found in access-map values
     actions: MessageActions = NO_ACTIONS
+    step: str = ""  # the name of the restriction running now
+    defer_if_permit_by: str = ""  # the restriction that set defer_if_permit
 
     def set_defer_if_permit(self, reply: Reply) -> None:
         if self.defer_if_permit is None:
             self.defer_if_permit = reply
+            self.defer_if_permit_by = self.step
 
     def set_defer_if_reject(self, reply: Reply) -> None:
         if self.defer_if_reject is None:
@@ -259,6 +264,7 @@ async def run_list(
         st.warning = warn
         if st.trace is not None:
             st.trace.append(f"{rlist.param}: {step}")
+        st.step = step.name
         try:
             v = await step.fn(ctx, svc, st, step.arg)
         except Exception as e:  # a broken check must never permit, never 5xx
@@ -276,10 +282,10 @@ async def run_list(
             if reply.permanent and st.defer_if_reject is not None:
                 reply = st.defer_if_reject
             # Postfix hangs up after any 421 or 521 it sends: access map, DNS list or policy.
-            return Verdict(REJECT, reply, reply.code in (421, 521))
+            return Verdict(REJECT, reply, reply.code in (421, 521), v.by or step.name)
         if st.defer_if_permit is not None and st.defer_if_reject is not None:
             # Both flags set: the outcome can only be a 4xx.
-            return Verdict(REJECT, st.defer_if_permit)
+            return Verdict(REJECT, st.defer_if_permit, by=st.defer_if_permit_by)
         if v.kind == PERMIT:
             return v
     return DUNNO_V
@@ -307,6 +313,6 @@ async def evaluate(
         if v.kind == REJECT:
             return v
     if st.defer_if_permit is not None:
-        return Verdict(REJECT, st.defer_if_permit)
+        return Verdict(REJECT, st.defer_if_permit, by=st.defer_if_permit_by)
     return None
 

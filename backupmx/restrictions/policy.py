@@ -11,12 +11,30 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 from backupmx.log import log
+from backupmx.metrics import instruments
 from backupmx.policy.request import attributes
 from backupmx.restrictions.access import interpret_action
 from backupmx.restrictions.engine import Context, EvalState, Verdict, restriction
 
 if TYPE_CHECKING:
     from backupmx.services import Services
+
+#: the access(5) action words a policy answer may start with, for the metrics' label
+_ACTIONS = frozenset((
+    "OK", "RELAY", "DUNNO", "REJECT", "DEFER", "DEFER_IF_REJECT", "DEFER_IF_PERMIT", "HOLD",
+    "DISCARD", "REDIRECT", "BCC", "PREPEND", "FILTER", "WARN", "INFO",
+    "REJECT_UNAUTH_DESTINATION", "PERMIT",
+))
+
+
+def action_label(action: str) -> str:
+    """The first word of a policy action, bounded: a known word, NXX for a code, else other."""
+    word = action.split(None, 1)[0].upper() if action.strip() else ""
+    if word in _ACTIONS:
+        return word
+    if len(word) == 3 and word.isdigit():
+        return word[0] + "XX"
+    return "other"
 
 
 def validate(arg: str | None, svc: Services) -> None:
@@ -39,12 +57,18 @@ async def check_policy_service(
                 decision = policy.greylist().check(attrs)
             except (sqlite3.Error, OSError) as e:
                 log.warning("smtpd", f"{endpoint}: greylist store: {e}")
+                instruments.GREYLIST.labels("error").inc()
                 action = None
             else:
                 log.info("greylist", decision.log_line(attrs))
+                instruments.GREYLIST.labels(decision.verdict).inc()
                 action = decision.action
         else:
             action = await policy.client(arg or "").query(attrs)
+            if action is None:
+                instruments.POLICY_ERRORS.labels(str(endpoint)).inc()
+            else:
+                instruments.POLICY_ACTIONS.labels(str(endpoint), action_label(action)).inc()
     if action is None:
         action = settings.default_action
     origin = f"check_policy_service {endpoint}"

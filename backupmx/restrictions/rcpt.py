@@ -13,7 +13,7 @@ would send.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from backupmx import standby
@@ -95,15 +95,17 @@ async def decide(
         verdict = await unlisted_recipient(ctx, svc)
         _note(trace, f"    => {verdict.kind} ({verdict.reply})" if verdict else "    => dunno")
         if verdict is not None:
-            return RcptDecision(verdict, actions=actions)
+            return RcptDecision(replace(verdict, by="smtpd_reject_unlisted_recipient"),
+                                actions=actions)
     res = svc.resolve(rcpt)
     if res.local and not res.routed:
         _note(trace, "local recipient: backupmx delivers nothing on this host")
         return RcptDecision(Verdict(REJECT, make_reply(
             svc.cfg.int("unknown_local_recipient_reject_code"), "5.1.1",
             f"<{rcpt}>: Recipient address rejected: User unknown in local recipient table",
-        )), actions=actions)
+        ), by="local_recipient"), actions=actions)
     verdict = standby.check(ctx, svc, res.domain, trace)
     if verdict is not None:
-        return RcptDecision(verdict, actions=actions, standby=True)
+        return RcptDecision(replace(verdict, by="standby_while_primary_up"), actions=actions,
+                            standby=True)
     return RcptDecision(None, rcpt, actions)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from backupmx import config, rejects, services
 from backupmx.log import log
 from backupmx.maps import Maps
+from backupmx.metrics import instruments
 from backupmx.queue.store import Spool
 from backupmx.smtpd import haproxy
 from backupmx.smtpd.conn import Closed, Conn
@@ -144,6 +145,7 @@ class SmtpdHost:
             return True
         (peer, _port), _server = conn.endpoints()
         log.warning("smtpd", f"haproxy read: {reason} (from [{peer}])")
+        instruments.CONNECTIONS.labels("proxy_refused").inc()
         conn.reply(f"421 4.3.0 {self.svc.cfg.str('myhostname')} Server local error")
         conn.linger = 0.5
         await conn.close()

@@ -14,13 +14,14 @@ import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from backupmx import addr, standby, tls
+from backupmx import addr, tls
 from backupmx.cleanup.actions import NO_ACTIONS, MessageActions
 from backupmx.cleanup.headers import Arrival
 from backupmx.cleanup.message import DISCARDED, QUEUED, REFUSED, Cleanup, Message
 from backupmx.cleanup.rewrite import canonical
 from backupmx.envelope import Recipient
 from backupmx.log import log
+from backupmx.metrics import instruments
 from backupmx.policy.request import new_instance
 from backupmx.queue.ids import new_id
 from backupmx.reply import Reply, soft_bounced, soft_bounced_line
@@ -118,6 +119,8 @@ class Session:
         self.bare_mode = "normalize" if mode == "yes" else mode
         #: "TLSv1.3 with cipher ... (256/256 bits)" once STARTTLS succeeded
         self.tls_info: str | None = None
+        #: how the session ended, for the metrics (instruments.SESSIONS)
+        self.end = "quit"
 
     # --- helpers ---------------------------------------------------------------
     @property
@@ -152,7 +155,8 @@ class Session:
             return soft_bounced_line(line)
         return line
 
-    def _reject_log(self, stage: str, reply: Reply, rcpt: str | None = None) -> None:
+    def _reject_log(self, stage: str, reply: Reply, rcpt: str | None = None,
+                    by: str = "smtpd") -> None:
         qid = self.tx.queue_id if self.tx and self.tx.queue_id else "NOQUEUE"
         parts = [f"{qid}: reject: {stage} from {self.ctx.client}: {self._outgoing(reply.line())};"]
         if self.tx is not None:
@@ -165,11 +169,12 @@ class Session:
         log.info("smtpd", " ".join(parts))
         sent = soft_bounced(reply) if self.svc.cfg.bool("soft_bounce") else reply
         self.server.rejected(stage, sent.code, sent.dsn)
+        instruments.REJECTS.labels(stage, by, f"{sent.code // 100}xx").inc()
 
     async def _refuse(self, stage: str, verdict: Verdict, rcpt: str | None = None) -> bool:
         """Log and send a restriction's reject; a 421 or 521 ends the session, at any stage."""
         assert verdict.reply is not None
-        self._reject_log(stage, verdict.reply, rcpt)
+        self._reject_log(stage, verdict.reply, rcpt, verdict.by or "smtpd")
         await self.send(verdict.reply)
         if verdict.disconnect:
             raise Disconnect()
@@ -211,6 +216,7 @@ class Session:
         ip = self.ctx.client_ip
         ceiling = cfg.int("smtpd_max_sessions")
         if ceiling and len(self.server.sessions) > ceiling:
+            instruments.CONNECTIONS.labels("over_session_limit").inc()
             self.conn.reply(ceiling_reply(self, ceiling))
             self.conn.linger = 0.5
             await self.conn.close()
@@ -237,33 +243,45 @@ class Session:
         if self.bare_mode != "no" and svc.bare_newline_exclusions.match(ip, self.ctx.client_name):
             self.bare_mode = "no"
         log.info("smtpd", f"connect from {self.ctx.client}")
+        served = False
         try:
             refusal = await self.server.admit(self)
             if refusal:
+                instruments.CONNECTIONS.labels("over_client_limit").inc()
                 self.conn.reply(refusal)
                 return
             if self._pipelined() and cfg.bool("smtpd_forbid_unauth_pipelining"):
+                instruments.CONNECTIONS.labels("spoke_first").inc()
                 self.conn.reply(_SYNC_ERROR)  # it spoke before the greeting
                 return
+            instruments.CONNECTIONS.labels("served").inc()
+            served = True
             self.conn.reply(f"220 {cfg.str('smtpd_banner')}")
             await self._loop()
         except Interrupted:
+            self.end = "shutdown"
             self.conn.reply(f"421 4.3.2 {self.host} Service shutting down, closing connection")
         except Closed:
+            self.end = "lost"
             log.info("smtpd", f"lost connection after {self.last_cmd} from {self.ctx.client}")
         except SessionExpired:
+            self.end = "time_limit"
             log.info("smtpd", f"session time limit exceeded after {self.last_cmd} "
                      f"from {self.ctx.client}")
             self.conn.reply(f"421 4.4.2 {self.host} Error: timeout exceeded")
         except TimeoutError:
+            self.end = "timeout"
             log.info("smtpd", f"timeout after {self.last_cmd} from {self.ctx.client}")
             self.conn.reply(f"421 4.4.2 {self.host} Error: timeout exceeded")
         except Disconnect:
-            pass
+            self.end = "disconnected"
         except Exception as e:  # never let one session take the server down
+            self.end = "error"
             log.error("smtpd", f"{type(e).__name__} in session with {self.ctx.client}: {e}")
             self.conn.reply(f"421 4.3.0 {self.host} Error: internal error, try again later")
         finally:
+            if served:
+                instruments.SESSIONS.labels(self.end).inc()
             dnsbl.cancel(self.ctx)
             try:
                 await self.conn.close()
@@ -284,8 +302,10 @@ class Session:
             if self.errors >= cfg.int("smtpd_hard_error_limit"):
                 log.info("smtpd", f"too many errors after {self.last_cmd} from {self.ctx.client}")
                 self.conn.reply(f"421 4.7.0 {self.host} Error: too many errors")
+                self.end = "too_many_errors"
                 return
             if self.server.stopping:
+                self.end = "shutdown"
                 self.conn.reply(f"421 4.3.2 {self.host} Service shutting down, closing connection")
                 return
             raw, bare = await self.conn.readline(
@@ -296,6 +316,7 @@ class Session:
                 log.info("smtpd", f"bare <LF> received after {self.last_cmd} "
                          f"from {self.ctx.client}")
                 await self.send(f"{code} 5.5.2 {self.host} Error: bare <LF> received")
+                self.end = "disconnected"
                 return
             try:
                 line = raw.decode("utf-8")
@@ -312,6 +333,7 @@ class Session:
             ):
                 log.warning("smtpd", f"non-SMTP command from {self.ctx.client}: {line[:100]}")
                 self.conn.reply("221 2.7.0 Error: I can break rules, too. Goodbye.")
+                self.end = "disconnected"
                 return
             handler = getattr(self, "do_" + cmd, None) if cmd in _COMMANDS else None
             if handler is None:
@@ -323,6 +345,7 @@ class Session:
                     and cfg.bool("smtpd_forbid_unauth_pipelining"):
                 self._count(cmd, False)
                 self.conn.reply(_SYNC_ERROR)
+                self.end = "disconnected"
                 return
             try:
                 ok = await handler(arg.strip())
@@ -593,7 +616,7 @@ class Session:
         tx.actions = decision.actions
         if decision.verdict is not None:
             if decision.standby:
-                standby.REFUSALS[svc.resolve(rcpt).domain] += 1
+                instruments.STANDBY_REFUSALS.labels(svc.resolve(rcpt).domain).inc()
             return await self._refuse("RCPT", decision.verdict, rcpt)
         stored = decision.keep
         if stored is None:  # the probe sender: accepted, nothing kept (mail to it is discarded)
@@ -705,7 +728,7 @@ class Session:
         message = self._message(tx)
         self._reset()
         if problem:
-            self._reject_log("END-OF-MESSAGE", problem)
+            self._reject_log("END-OF-MESSAGE", problem)  # size, bare newline: smtpd's own
             await self.send(problem)
             if problem.code == 521:
                 raise Disconnect()
@@ -713,9 +736,11 @@ class Session:
         outcome = await Cleanup(self.server.spool, self.server.qmgr).enqueue(
             message, content, self.host, cfg.int("hopcount_limit"))
         if outcome.kind == REFUSED:
-            self._reject_log("END-OF-MESSAGE", outcome.reply)
+            self._reject_log("END-OF-MESSAGE", outcome.reply, by="cleanup")
         elif outcome.kind == QUEUED:
             self.errors = self.junk = 0
+            instruments.MESSAGES.inc()
+            instruments.MESSAGE_BYTES.inc(len(content))
         await self.send(outcome.reply)
         return outcome.kind in (QUEUED, DISCARDED)
 

@@ -24,6 +24,7 @@ from backupmx import config, privileges, services, standby
 from backupmx.envelope import Envelope
 from backupmx.ipc import Channel, ChannelClosed, Message, RemoteError
 from backupmx.log import log
+from backupmx.metrics import scrape
 from backupmx.queue import ids
 from backupmx.queue.store import SpoolError
 from backupmx.smtpd.host import SmtpdHost, configure_logging, raise_fd_limit
@@ -125,6 +126,8 @@ class Worker(SmtpdHost):
         elif kind == "reopen":
             self.reopen_log()
             return {}
+        elif kind == "metrics":
+            return {"text": scrape.own()}
         elif kind == "standby":
             standby.VIEW.until = {str(d): float(u) for d, u in msg["until"].items()}
         return None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from backupmx.log import log
+from backupmx.metrics import instruments
 from backupmx.verify import decide
 from backupmx.verify.cache import Store, map_path
 from backupmx.verify.catchall import CatchAllWatch
@@ -48,8 +49,6 @@ class Verifier:
         self.store = Store(map_path(spec))
         self.prober = Prober()
         self.probes = 0  # probes sent, for metrics and tests
-        #: results learned from deliveries (backupmx/verify/learn.py), by status name
-        self.learned: dict[str, int] = {"deliverable": 0, "undeliverable": 0, "failed": 0}
         self.catchall = CatchAllWatch(lambda address, svc: self.prober.probe(address, svc))
         self._inflight: dict[str, asyncio.Future[ProbeResult]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,7 +83,10 @@ class Verifier:
         except Exception:
             return False
         d = decide.query(entry, time.time(), Timing.from_cfg(svc.cfg))
-        return d.answer is not None and d.answer.status == OK and not d.probe
+        known = d.answer is not None and d.answer.status == OK and not d.probe
+        if known:
+            instruments.VERIFY_LOOKUPS.labels("hit").inc()
+        return known
 
     async def query(self, address: str, target: str, svc: Services, wait: float,
                     recipient: bool = False) -> Answer:
@@ -106,7 +108,9 @@ class Verifier:
         if d.probe and fut is None:
             fut = self._start(address, target, svc, None if d.drop else entry)
         if d.answer is not None:
+            instruments.VERIFY_LOOKUPS.labels("hit").inc()
             return Answer(d.answer.status, d.answer.text)
+        instruments.VERIFY_LOOKUPS.labels("miss").inc()
         result: ProbeResult | None = None
         if fut is not None:
             try:
@@ -151,9 +155,9 @@ class Verifier:
             else:
                 self.store.put(address, new)
         except Exception:
-            self.learned["failed"] += 1
+            instruments.VERIFY_LEARNED.labels("failed").inc()
             return
-        self.learned[_LOG_STATUS[status]] += 1
+        instruments.VERIFY_LEARNED.labels(_LOG_STATUS[status]).inc()
 
     def _start(
         self, address: str, target: str, svc: Services, entry: Entry | None
@@ -177,6 +181,7 @@ class Verifier:
             result = await self.prober.probe(target, svc)
         except Exception as e:  # never leave a waiting RCPT without an answer
             result = ProbeResult(decide.DEFER, f"address verification failed: {e}", "4.3.0")
+        instruments.VERIFY_PROBES.labels(_LOG_STATUS[result.status]).inc()
         try:
             t = Timing.from_cfg(svc.cfg)
             new = decide.update(self.store.get(address), result.status, result.text,

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
-from tests.e2e.util import Raw, connect, message, queue, send, wait_queue
+from tests.e2e.util import Raw, connect, message, metric, queue, send, wait_queue
 from tests.peers.backupmx import BackupMX, command
 
 SEED = """
@@ -27,12 +25,7 @@ QUIET = SEED + "minimal_backoff_time = 300s\nmaximal_backoff_time = 600s\n"
 
 def transactions(mx: BackupMX) -> int:
     """The master's spool commits so far (``backupmx_queue_transactions_total``)."""
-    url = f"http://127.0.0.3:{mx.admin_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        text = resp.read().decode()
-    m = re.search(r"^backupmx_queue_transactions_total (\d+)$", text, re.M)
-    assert m, text
-    return int(m.group(1))
+    return int(metric(mx, "backupmx_queue_transactions_total"))
 
 
 def queue_many(mx: BackupMX, n: int) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.util import message, reload, send
+from tests.e2e.util import message, metric, reload, send
 
 # The seed's verification lines as they are (the cache path under the test's data_directory);
 # its RBL, policy and access-map lines belong to other features and are left out here.
@@ -191,10 +190,10 @@ def test_a_burst_of_different_addresses_uses_a_handful_of_connections(mx, known)
     assert codes == [250] * 50
     assert sum(probe_rcpts(known, a) for a in addrs) == 50
     assert 1 <= len(known.sessions) <= 5, len(known.sessions)
-    with urllib.request.urlopen(f"http://127.0.0.3:{mx.admin_port}/metrics", timeout=10) as r:
-        metrics = r.read().decode()
-    assert "backupmx_verify_probes_total 50\n" in metrics
-    assert f"backupmx_verify_connections_total {len(known.sessions)}\n" in metrics
+    assert metric(mx, "backupmx_verify_probes_total") == 50
+    assert metric(mx, "backupmx_verify_probe_results_total", result="deliverable") == 50
+    assert metric(mx, "backupmx_verify_cache_lookups_total", result="miss") == 50
+    assert metric(mx, "backupmx_verify_connections_total") == len(known.sessions)
 
 
 def test_foreign_domain_causes_no_probe_and_gets_the_relay_denial(mx, known, unbound):

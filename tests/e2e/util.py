@@ -6,8 +6,11 @@ import json
 import smtplib
 import socket
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.peers.backupmx import BackupMX
 
@@ -159,3 +162,19 @@ def strip_received(data: bytes) -> tuple[bytes, bytes]:
     while lines[n].startswith((b"\t", b" ")):
         n += 1
     return b"\r\n".join(lines[:n]) + b"\r\n", b"\r\n".join(lines[n:])
+
+
+def scrape(mx: BackupMX) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """``GET /metrics`` on admin_listen, parsed by prometheus-client: sample → value."""
+    url = f"http://127.0.0.3:{mx.admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain; version=")
+        text = resp.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def metric(mx: BackupMX, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` whose labels include ``labels`` (0 when none)."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in scrape(mx).items() if n == name and want <= ls)

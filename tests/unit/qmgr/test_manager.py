@@ -15,6 +15,7 @@ from backupmx.qmgr.ports import Delivery
 from backupmx.queue.store import SpoolError
 from backupmx.smtp.nexthop import Server as Hop
 from backupmx.smtp.session import ClientSettings
+from tests.unit.counts import Counts
 
 T0 = 1_700_000_000.0
 HOP = Hop("mx1.nausch.org", "127.0.0.2", 25, 10)
@@ -136,6 +137,9 @@ BOUNCE = Policy(minimal_backoff=300, maximal_backoff=4000, queue_lifetime=5 * 86
                 reject_action="bounce")
 
 
+RESULTS = ("delivered", "deferred", "bounced", "held", "discarded")
+
+
 async def test_the_dsn_is_durable_before_the_original_leaves(logged: io.StringIO) -> None:
     w = World(lambda a: UNKNOWN, BOUNCE)
     env = w.envelope("A1", "nobody@nausch.org")
@@ -174,6 +178,8 @@ async def test_every_result_is_logged_once_in_postfix_format(logged: io.StringIO
     w = World(outcomes.__getitem__, BOUNCE)
     env = w.envelope("A1", *outcomes)
     w.clock.now = T0 + 12.3
+    counts = Counts("backupmx_delivery_results_total", "result", *RESULTS,
+                    destination="nausch.org")
     await w.attempt(env)
     lines = logged.getvalue().splitlines()
     assert [ln.split(": ", 1)[1] for ln in lines if ": to=<" in ln] == [
@@ -186,7 +192,7 @@ async def test_every_result_is_logged_once_in_postfix_format(logged: io.StringIO
     ]
     assert w.events == ["deliver A1 nausch.org", "notify A1 gone@nausch.org=5.1.1",
                         "update A1"]
-    assert dict(w.qm.stats) == {"delivered": 1, "bounced": 1, "deferred": 1}
+    assert counts.delta() == {"delivered": 1, "bounced": 1, "deferred": 1}
 
 
 async def test_soft_bounce_keeps_the_mail_and_sends_no_notice(logged: io.StringIO) -> None:
@@ -314,11 +320,13 @@ async def test_hold_quarantines_and_alerts_without_a_notice(logged: io.StringIO)
     alerts = Alerts()
     w.qm.alert = alerts
     env = w.envelope("A1", *outcomes)
+    counts = Counts("backupmx_delivery_results_total", "result", *RESULTS,
+                    destination="nausch.org")
     await w.attempt(env)
     assert w.events == ["deliver A1 nausch.org", "update A1"]  # no notice, kept
     assert env.hold and [r.state for r in env.recipients] == [DELIVERED, HELD]
     assert alerts.calls == [("A1", "nausch.org", ["gone@nausch.org"], "5.1.1")]
-    assert dict(w.qm.stats) == {"delivered": 1, "held": 1}
+    assert counts.delta() == {"delivered": 1, "held": 1}
     assert (f"A1: to=<gone@nausch.org>, relay=mx1.nausch.org[127.0.0.2]:25, delay=0, "
             f"dsn=5.1.1, status=held ({UNKNOWN.text})") in logged.getvalue()
     w.qm.flush()  # a flush does not touch held mail

@@ -8,6 +8,7 @@ from backupmx.envelope import BOUNCED, DEFERRED, DELIVERED, Recipient
 from backupmx.outcome import Outcome, Stage
 from backupmx.verify import learn
 from backupmx.verify.decide import BOUNCE, OK, PROBE_TTL, Entry, worth_learning
+from tests.unit.counts import Counts
 from tests.unit.verify.kit import build
 
 RELAY = "mx1.nausch.org[127.0.0.2]:25"
@@ -16,6 +17,9 @@ VERIFYING = "smtpd_recipient_restrictions = reject_unverified_recipient, permit_
 SENT = Outcome(DELIVERED, "2.0.0", "250 2.0.0 Ok: queued", Stage.RECIPIENT, RELAY, rcpt=250)
 REFUSED = Outcome(BOUNCED, "5.1.1", "host mx1.nausch.org[127.0.0.2] said: 550 5.1.1 no "
                   "(in reply to RCPT TO command)", Stage.RECIPIENT, RELAY, rcpt=550)
+
+
+LEARNED = ("deliverable", "undeliverable", "failed")
 
 
 def test_a_2xx_or_5xx_to_rcpt_is_a_lesson_anything_else_is_not() -> None:
@@ -41,6 +45,7 @@ def test_a_fresh_deliverable_record_is_not_rewritten() -> None:
 
 def test_delivery_results_refresh_the_cache_when_verification_is_used(tmp_path: Path) -> None:
     svc, prober = build(VERIFYING, tmp_path)
+    counts = Counts("backupmx_verify_learned_total", "result", *LEARNED)
     learn.from_delivery(svc, [Recipient("carol@nausch.org"), Recipient("nobody@nausch.org")],
                         [SENT, REFUSED])
     carol, nobody = svc.verifier.entry("carol@nausch.org"), svc.verifier.entry(
@@ -48,7 +53,7 @@ def test_delivery_results_refresh_the_cache_when_verification_is_used(tmp_path: 
     assert carol is not None and carol.status == OK
     assert carol.text == f"{RELAY} accepted the recipient in a delivery"
     assert nobody is not None and nobody.status == BOUNCE and nobody.text == REFUSED.text
-    assert svc.verifier.learned == {"deliverable": 1, "undeliverable": 1, "failed": 0}
+    assert counts.delta() == {"deliverable": 1, "undeliverable": 1}
     assert prober.calls == []
 
 
@@ -61,10 +66,11 @@ def test_a_fresh_deliverable_record_wins_over_a_delivery_refusal(tmp_path: Path)
 
 
 def test_nothing_is_learned_without_verification_or_on_another_route(tmp_path: Path) -> None:
+    counts = Counts("backupmx_verify_learned_total", "result", *LEARNED)
     svc, _ = build("", tmp_path)
     learn.from_delivery(svc, [Recipient("carol@nausch.org")], [SENT])
     assert svc.verifier.entry("carol@nausch.org") is None
     svc, _ = build(VERIFYING + "address_verify_relayhost = [probe.example]\n", tmp_path)
     learn.from_delivery(svc, [Recipient("carol@nausch.org")], [SENT])
     assert svc.verifier.entry("carol@nausch.org") is None
-    assert svc.verifier.learned["deliverable"] == 0
+    assert counts.delta() == {}
