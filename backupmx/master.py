@@ -167,7 +167,8 @@ class Supervisor:
                 w.peers[int(msg["key"])] = peer
             return answer
         elif kind == "reject":
-            server.rejects.add(str(msg["stage"]), int(msg["code"]), str(msg["dsn"]))
+            server.rejects.add(str(msg["stage"]), str(msg["by"]), int(msg["code"]),
+                               str(msg["dsn"]))
         elif kind == "release":
             gone = w.peers.pop(int(msg["key"]), None)
             if gone is not None:

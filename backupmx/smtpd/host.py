@@ -71,9 +71,9 @@ class SmtpdHost:
         self.rejects = rejects.Recent()
 
     # --- used by sessions -----------------------------------------------------------
-    def rejected(self, stage: str, code: int, dsn: str) -> None:
-        """A restriction refused something at ``stage`` with this reply (as sent)."""
-        self.rejects.add(stage, code, dsn)
+    def rejected(self, stage: str, by: str, code: int, dsn: str) -> None:
+        """``by`` refused something at ``stage`` with this reply (as sent)."""
+        self.rejects.add(stage, by, code, dsn)
 
     def smtp_port(self) -> int:
         return self.svc.cfg.int("smtp_tcp_port")

@@ -168,7 +168,7 @@ class Session:
             parts.append(f"helo=<{self.ctx.helo}>")
         log.info("smtpd", " ".join(parts))
         sent = soft_bounced(reply) if self.svc.cfg.bool("soft_bounce") else reply
-        self.server.rejected(stage, sent.code, sent.dsn)
+        self.server.rejected(stage, by, sent.code, sent.dsn)
         instruments.REJECTS.labels(stage, by, f"{sent.code // 100}xx").inc()
 
     async def _refuse(self, stage: str, verdict: Verdict, rcpt: str | None = None) -> bool:

@@ -99,9 +99,10 @@ class Worker(SmtpdHost):
         refusal = answer.get("refusal")
         return anvil_reply(session, str(refusal)) if refusal else None
 
-    def rejected(self, stage: str, code: int, dsn: str) -> None:
+    def rejected(self, stage: str, by: str, code: int, dsn: str) -> None:
         if self.channel is not None:
-            self.channel.notify({"t": "reject", "stage": stage, "code": code, "dsn": dsn})
+            self.channel.notify(
+                {"t": "reject", "stage": stage, "by": by, "code": code, "dsn": dsn})
 
     def release(self, session: Session) -> None:
         if self.channel is not None:

@@ -76,7 +76,7 @@ def test_flush_from_the_page_delivers_the_queued_message(
     assert page.locator("#destinations").inner_text().count("nausch.org") >= 1
     assert page.locator("#messages button").count() == 0  # no action before a login
     cells = page.locator("#rejects tr").nth(1).locator("td").all_inner_texts()
-    assert cells[:3] == ["RCPT", "554 5.7.1", "1"]
+    assert cells[:4] == ["RCPT", "reject_unauth_destination", "554 5.7.1", "1"]
 
     # a form POST without session or form token changes nothing
     refused = page.request.post(base + "/action", form={"op": "delete", "id": qid,

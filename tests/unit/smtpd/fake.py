@@ -96,8 +96,8 @@ class FakeServer:
     def spool_free_ok(self) -> bool:
         return True
 
-    def rejected(self, stage: str, code: int, dsn: str) -> None:
-        self.rejects.add(stage, code, dsn)
+    def rejected(self, stage: str, by: str, code: int, dsn: str) -> None:
+        self.rejects.add(stage, by, code, dsn)
 
     async def admit(self, session: Session) -> str | None:
         refusal = self.anvil.admit(session, self.svc)
