@@ -6,7 +6,9 @@
 ``smtpd_client_recipient_rate_limit`` its MAIL and RCPT (and VRFY) requests within that
 unit.  Every attempt counts towards a rate, also a refused one, as in Postfix: a
 client hammering the port stays refused.  The counts live in the master, so that
-they hold for all smtpd workers together.
+they hold for all smtpd workers together; with ``cluster_store`` set they are also
+counted in Redis (backupmx/cluster/counts.py), so that they hold for all nodes
+together, and this node's own counts answer while that Redis does not.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
+from backupmx.log import log
+from backupmx.redisstore import StoreUnavailable
+
 if TYPE_CHECKING:
+    from backupmx.cluster.counts import SharedCounts
     from backupmx.services import Services
 
 
@@ -37,13 +43,19 @@ _PRUNE_AT = 10000
 #: the request kinds counted by :meth:`Anvil.request`: MAIL, and RCPT or VRFY
 REQUESTS = ("mail", "rcpt")
 
+#: seconds between two warnings that the shared counts cannot be reached
+WARN_EVERY = 60.0
+
 
 class Anvil:
     def __init__(self) -> None:
         self.count: dict[str, int] = {}
         self.rate: dict[str, deque[float]] = {}
         self.requests: dict[str, dict[str, deque[float]]] = {k: {} for k in REQUESTS}
-        self._counted: set[int] = set()
+        #: sessions counted here, and whether the shared counts hold them too
+        self._counted: dict[int, bool] = {}
+        self.shared: SharedCounts | None = None
+        self._warned = 0.0
 
     @property
     def sessions(self) -> int:
@@ -55,11 +67,20 @@ class Anvil:
         ip = session.ctx.client_ip
         n = self.count.get(ip, 0) + 1
         self.count[ip] = n
-        self._counted.add(id(session))
         cfg = svc.cfg
         count_limit = cfg.int("smtpd_client_connection_count_limit")
         rate_limit = cfg.int("smtpd_client_connection_rate_limit")
-        rate = _rate(self.rate, ip, cfg.time("anvil_rate_time_unit"), now) if rate_limit else 0
+        unit = cfg.time("anvil_rate_time_unit")
+        rate = _rate(self.rate, ip, unit, now) if rate_limit else 0
+        shared = False
+        if self.shared is not None and (count_limit or rate_limit):
+            try:
+                n, cluster_rate = self.shared.admit(ip, unit if rate_limit else None)
+                rate = cluster_rate if rate_limit else 0
+                shared = True
+            except StoreUnavailable as e:
+                self._unshared(e)
+        self._counted[id(session)] = shared
         over = (count_limit and n > count_limit) or (rate_limit and rate > rate_limit)
         if over and not self._exempt(ip, session, svc):
             return f"too many connections from {ip}"
@@ -67,21 +88,39 @@ class Anvil:
 
     def request(self, kind: str, ip: str, unit: float, now: float | None = None) -> int:
         """Count a request of ``kind`` (REQUESTS) from ``ip``; how many within ``unit``."""
-        return _rate(self.requests[kind], ip, unit, now)
+        rate = _rate(self.requests[kind], ip, unit, now)
+        if self.shared is not None:
+            try:
+                return self.shared.request(kind, ip, unit)
+            except StoreUnavailable as e:
+                self._unshared(e)
+        return rate
+
+    def _unshared(self, e: StoreUnavailable) -> None:
+        """The cluster's counts do not answer: this node's decide, and the log says so."""
+        t = time.monotonic()
+        if t - self._warned >= WARN_EVERY:
+            self._warned = t
+            log.warning("anvil", f"cluster_store: {e}: counting this node's clients only")
 
     def _exempt(self, ip: str, session: Session, svc: Services) -> bool:
         return svc.event_limit_exceptions.match(ip, session.ctx.client_name)
 
     def release(self, session: Session) -> None:
-        if id(session) not in self._counted:
+        shared = self._counted.pop(id(session), None)
+        if shared is None:
             return
-        self._counted.discard(id(session))
         ip = session.ctx.client_ip
         n = self.count.get(ip, 1) - 1
         if n <= 0:
             self.count.pop(ip, None)
         else:
             self.count[ip] = n
+        if shared and self.shared is not None:
+            try:
+                self.shared.release(ip)
+            except StoreUnavailable as e:
+                self._unshared(e)
 
 
 def _rate(table: dict[str, deque[float]], ip: str, unit: float, now: float | None) -> int:

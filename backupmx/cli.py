@@ -81,6 +81,8 @@ def parser() -> argparse.ArgumentParser:
         x.add_argument("id")
     st = sub.add_parser("status", help="each destination's state and its queue")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--cluster", action="store_true",
+                    help="every node that publishes to cluster_store instead")
     sub.add_parser("demo", help="a walk-through of an outage on loopback")
     ex = sub.add_parser("explain", help="evaluate the restrictions for one transaction")
     ex.add_argument("--client", required=True, help="client IP address")
@@ -320,6 +322,8 @@ def status_command(cfg: config.Config, args: argparse.Namespace) -> int:
     from backupmx import standby, status
     from backupmx.queue.store import Spool, SpoolError
 
+    if args.cluster:
+        return cluster_status(cfg, args.json)
     data = _admin(cfg, "GET", "/status", timeout=30)
     if data is None:
         spool = Spool(cfg.str("queue_directory"))
@@ -338,6 +342,32 @@ def status_command(cfg: config.Config, args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(status.text(data))
     return 0 if data["states_known"] else 1
+
+
+def cluster_status(cfg: config.Config, as_json: bool) -> int:
+    """The records of the nodes in cluster_store, read from that Redis (no server asked:
+    it answers also when this node is down)."""
+    from backupmx.cluster import PARAM, registry
+    from backupmx.redisstore import Link, StoreUnavailable, parse_url
+
+    if not cfg.str(PARAM):
+        print(f"backupmx: status --cluster: {PARAM} is not set: this node is alone",
+              file=sys.stderr)
+        return 1
+    url = parse_url(cfg.str(PARAM))
+    link = Link(url)
+    try:
+        records = registry.nodes(link)
+    except StoreUnavailable as e:
+        print(f"backupmx: status --cluster: {e}", file=sys.stderr)
+        return 1
+    finally:
+        link.close()
+    if as_json:
+        print(json.dumps({"store": str(url), "nodes": records}, indent=1))
+    else:
+        sys.stdout.write(registry.text(str(url), records))
+    return 0
 
 
 # --- verify --------------------------------------------------------------------

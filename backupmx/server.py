@@ -29,12 +29,14 @@ from backupmx import (
     adminauth,
     alerts,
     anvil,
+    cluster,
     config,
     healthwatch,
     privileges,
     qmgr,
     services,
 )
+from backupmx.cluster.node import Node
 from backupmx.log import log
 from backupmx.master import BindError, Supervisor, bind
 from backupmx.smtpd.host import SmtpdHost, configure_logging, raise_fd_limit
@@ -56,6 +58,8 @@ class Server(SmtpdHost):
         self.watch = healthwatch.HealthWatch(self)
         self.alerts = alerts.Alerts(self)
         self.anvil = anvil.Anvil()
+        self.node: Node | None = None
+        self._node_task: asyncio.Task[None] | None = None
         self.workers: Supervisor | None = None
         self._admin: admin.Endpoint | None = None
         self._stop = asyncio.Event()
@@ -106,6 +110,7 @@ class Server(SmtpdHost):
         except Exception as e:  # mail still flows; verification answers 450 until fixed
             log.warning("master", f"cannot open address_verify_map "
                         f"{self.svc.verifier.spec}: {e}")
+        self._join(self.svc.cfg)  # before the first client: anvil counts across the nodes
         if self.workers is not None:
             self.workers.start_all()
         else:
@@ -124,6 +129,38 @@ class Server(SmtpdHost):
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         log.info("master",
                  f"daemon started -- version {__version__}, configuration {self.cfg_path}")
+
+    # --- the cluster (backupmx/cluster/) ----------------------------------------
+    def _join(self, cfg: config.Config) -> None:
+        """Count anvil's clients in ``cluster_store`` and publish this node there."""
+        self.node = Node.configured(cfg)
+        self.anvil.shared = self.node.counts if self.node else None
+        if self.node is None:
+            return
+        problem = self.node.clash(cfg.str("queue_directory"))
+        if problem:
+            log.warning("cluster", problem)
+        log.info("cluster", f"node {self.node.name} in {self.node.url}")
+        self._node_task = asyncio.create_task(self.node.run(
+            self._node_record, lambda: self.svc.cfg.time("cluster_publish_interval")))
+
+    def _leave(self) -> None:
+        """Say this node stopped, so that its record reads so and its counts stop at once."""
+        if self._node_task is not None:
+            self._node_task.cancel()
+            self._node_task = None
+        if self.node is not None:
+            self.node.publish(self._node_record("stopped"),
+                              self.svc.cfg.time("cluster_publish_interval"))
+            self.node.close()
+        self.node = None
+        self.anvil.shared = None
+
+    def _node_record(self, state: str = "running") -> dict[str, Any]:
+        assert self.node is not None
+        listen = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.svc.listen]
+        return self.node.record(self.watch.status(), self.session_count(), listen,
+                                self.svc.cfg.str("queue_directory"), state)
 
     def _admin_token(self) -> str | None:
         path = self.svc.cfg.str("admin_token_file")
@@ -179,6 +216,9 @@ class Server(SmtpdHost):
             if self.workers is not None:
                 await self.workers.reload_all(RELOAD_WAIT)
             self.watch.push()  # standby_health_expire_time may have changed
+            if not (self.node.same(svc.cfg) if self.node else not svc.cfg.str(cluster.PARAM)):
+                self._leave()
+                self._join(svc.cfg)
             log.info("master", "reload -- configuration " + self.cfg_path)
 
     async def run_until_stopped(self) -> None:
@@ -192,6 +232,7 @@ class Server(SmtpdHost):
             await self.workers.stop(deadline)
         await self.close_sessions(deadline)
         await self.qmgr.stop(max(0.5, deadline - time.monotonic()))
+        self._leave()
         self._qmgr_task.cancel()
         self._watch_task.cancel()
         self.watch.stop()

@@ -24,6 +24,7 @@ from backupmx.maps.base import inline_lines, logical_lines, read_source
 from backupmx.maps.definitions import definition_issues, definition_warnings
 from backupmx.netlist import DomainList, NetList
 from backupmx.policy.runtime import PolicyServices
+from backupmx.redisstore import parse_url
 from backupmx.restrictions.engine import (
     REGISTRY,
     RELAY_STOPPERS,
@@ -250,6 +251,7 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
                   f"proxy_interfaces: {item!r} is neither an address nor a host name")
     own_ips = frozenset(ipaddress.ip_address(a).compressed for a in own if _is_ip(a))
 
+    issues += _cluster_issues(cfg)
     try:
         verifier = verifier_for(cfg.str("address_verify_map"))
     except ValueError as e:
@@ -292,6 +294,27 @@ def build(cfg: Config, resolver: Resolver | None = None, maps: Maps | None = Non
     if issues:
         raise ConfigError(issues)
     return svc
+
+
+def _cluster_issues(cfg: Config) -> list[ConfigIssue]:
+    """cluster_store must be a Redis URL; the node's name must be a usable word."""
+    out = []
+    store = cfg.str("cluster_store")
+    if store:
+        try:
+            parse_url(store)
+        except ValueError as e:
+            out.append(ConfigIssue(cfg.path, cfg.line_of("cluster_store") or 0,
+                                   f"cluster_store: {e}"))
+        name = cfg.str("cluster_node_name")
+        if not name or not name.isprintable() or any(c.isspace() for c in name):
+            out.append(ConfigIssue(cfg.path, cfg.line_of("cluster_node_name") or 0,
+                                   f"cluster_node_name: {name!r} is not a name: one word, "
+                                   "printable, no white space"))
+    if cfg.time("cluster_publish_interval") < 1:
+        out.append(ConfigIssue(cfg.path, cfg.line_of("cluster_publish_interval") or 0,
+                               "cluster_publish_interval: at least 1s"))
+    return out
 
 
 def _relay_items(cfg: Config) -> list[str]:

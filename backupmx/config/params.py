@@ -469,6 +469,15 @@ _TABLE: tuple[Param, ...] = (
     _l("smtpd_client_event_limit_exceptions", "$mynetworks", "Clients exempt from the "
        "per-client limits"),
     _t("anvil_rate_time_unit", "60s", "s", "Time unit of the per-client rate limits"),
+    # several nodes (backupmx/cluster/)
+    _s("cluster_store", "", "redis://HOST:PORT/DB that several backupmx nodes share: the "
+       "per-client connection counts and rates are counted across them and each node "
+       "publishes its health and queue there (backupmx status --cluster); empty is one node"),
+    _s("cluster_node_name", "$myhostname", "This node's name in cluster_store; unique among "
+       "the nodes"),
+    _t("cluster_publish_interval", "10s", "s", "How often a node publishes its record to "
+       "cluster_store; a node silent for three intervals is shown as silent and its "
+       "connections no longer count"),
     _i("line_length_limit", "2048", "Longest command line, and piece of a content line, read "
        "at once"),
     _z("header_size_limit", "102400", "Longest header kept; the excess is discarded"),

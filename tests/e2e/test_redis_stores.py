@@ -13,11 +13,8 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tests.e2e.util import message, send
+from tests.e2e.util import message, node_b_lines, send
 from tests.peers.backupmx import BackupMX
-from tests.peers.ports import free_port
-
-NODE_B = "127.0.0.7"
 
 VERIFY = """
 address_verify_map = {url}
@@ -54,14 +51,6 @@ def probe_rcpts(primary, address: str) -> int:
     """RCPT commands for ``address`` in all of the primary's sessions."""
     want = f"RCPT TO:<{address}>".encode()
     return sum(1 for s in primary.sessions for c in s.commands if c == want)
-
-
-def node_b_lines() -> str:
-    smtp = free_port((NODE_B,))
-    admin = next(p for p in (free_port((NODE_B,)) for _ in range(50)) if p != smtp)
-    return (f"smtpd_listen = {NODE_B}:{smtp}\n"
-            f"admin_listen = {NODE_B}:{admin}\n"
-            "proxy_interfaces = 127.0.0.3\n")
 
 
 def two_nodes(factory: Callable[..., BackupMX], config: str) -> tuple[BackupMX, BackupMX]:

@@ -13,9 +13,12 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.peers.backupmx import BackupMX
+from tests.peers.ports import free_port
 
 #: a client outside mynetworks, with forward-confirmed rDNS client.example.net
 OUTSIDE = "127.0.0.5"
+#: a second backupmx node; it counts mx1.tachtler.net's 127.0.0.3 as its own address
+NODE_B = "127.0.0.7"
 
 
 @dataclass
@@ -178,3 +181,12 @@ def metric(mx: BackupMX, name: str, **labels: str) -> float:
     """The sum of the samples ``name`` whose labels include ``labels`` (0 when none)."""
     want = set(labels.items())
     return sum(v for (n, ls), v in scrape(mx).items() if n == name and want <= ls)
+
+
+def node_b_lines() -> str:
+    """The lines that make a second node on NODE_B of a test configuration."""
+    smtp = free_port((NODE_B,))
+    admin = next(p for p in (free_port((NODE_B,)) for _ in range(50)) if p != smtp)
+    return (f"smtpd_listen = {NODE_B}:{smtp}\n"
+            f"admin_listen = {NODE_B}:{admin}\n"
+            "proxy_interfaces = 127.0.0.3\n")

@@ -1,7 +1,11 @@
 """The real HAProxy (Debian package) in TCP mode on loopback, for one test.
 
-Two frontends, one per PROXY protocol version: connections to ``port("v1")`` reach
-the backend with ``send-proxy``, those to ``port("v2")`` with ``send-proxy-v2``.
+:class:`HAProxy` has two frontends, one per PROXY protocol version: connections to
+``port("v1")`` reach the backend with ``send-proxy``, those to ``port("v2")`` with
+``send-proxy-v2``.  :class:`Pool` balances one frontend over several nodes in turn (static-rr, one
+thread: the order is the test's to know)
+with ``send-proxy-v2``; a connection that a node refuses (it is down) is retried on
+the next one, as a load balancer in front of several MX nodes is set up.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ class HAProxy(LoggedProcess):
         self.config_file.write_text("".join(parts))
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def port(self, version: str) -> int:
+    def port(self, version: str = "v2") -> int:
         return self.ports[version]
 
     def start(self, timeout: float = 20.0) -> None:
@@ -62,3 +66,21 @@ class HAProxy(LoggedProcess):
     def _listens(port: int) -> bool:
         with socket.socket() as s:
             return s.connect_ex((HOST, port)) == 0
+
+
+class Pool(HAProxy):
+    def __init__(self, directory: Path, backends: list[tuple[str, int]]) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ports = {"v2": free_port((HOST,))}
+        self.config_file = directory / "haproxy.cfg"
+        self.log_file = directory / "haproxy.log"
+        servers = "".join(f"    server node{i} {host}:{port} send-proxy-v2\n"
+                          for i, (host, port) in enumerate(backends))
+        self.config_file.write_text(
+            "global\n    nbthread 1\n"
+            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n"
+            "    timeout server 60s\n    retries 3\n    option redispatch 1\n"
+            f"frontend mx\n    bind {HOST}:{self.ports['v2']}\n    default_backend nodes\n"
+            f"backend nodes\n    balance static-rr\n{servers}")
+        self.proc = None
