@@ -72,6 +72,16 @@ def report(health: Health | None, envs: Iterable[Envelope], lifetime: float,
             "catchall": catchall or []}
 
 
+def queue_line(q: dict[str, Any]) -> str:
+    """A queue summary (messages, recipients, held, oldest) as one indented line."""
+    line = f"    queue: {q['messages']} messages, {q['recipients']} recipients"
+    if q["held"]:
+        line += f", {q['held']} on hold"
+    if q["oldest"]:
+        line += f", oldest {q['oldest']}"
+    return line
+
+
 def text(data: dict[str, Any]) -> str:
     """The report for a terminal: a block per destination, its transitions oldest first."""
     lines = []
@@ -87,13 +97,7 @@ def text(data: dict[str, Any]) -> str:
         if d["reason"]:
             head += f" ({d['reason']})"
         lines.append(head)
-        q = d["queue"]
-        queue = f"    queue: {q['messages']} messages, {q['recipients']} recipients"
-        if q["held"]:
-            queue += f", {q['held']} on hold"
-        if q["oldest"]:
-            queue += f", oldest {q['oldest']}"
-        lines.append(queue)
+        lines.append(queue_line(d["queue"]))
         for t in d["history"]:
             lines.append(f"    {t['time']} {t['from'] or '-'} -> {t['to']}: {t['reason']}")
     if not data["destinations"]:

@@ -17,6 +17,7 @@ import redis
 from backupmx.cluster import keys
 from backupmx.queue.listing import iso_utc
 from backupmx.redisstore import Link
+from backupmx.status import queue_line
 
 #: a node whose record is older than this many publish intervals is silent
 SILENT_AFTER = 3
@@ -96,13 +97,7 @@ def text(url: str, records: list[dict[str, Any]]) -> str:
         lines.append(f"{r['node']}: {r['status']} {when} (backupmx {r['version']}, "
                      f"host {r['host']}, pid {r['pid']}, listening on "
                      f"{', '.join(r['listen']) or '-'})")
-        q = r["queue"]
-        queue = f"    queue: {q['messages']} messages, {q['recipients']} recipients"
-        if q["held"]:
-            queue += f", {q['held']} on hold"
-        if q["oldest"]:
-            queue += f", oldest {q['oldest']}"
-        lines.append(queue + f"; {r['sessions']} sessions open")
+        lines.append(queue_line(r["queue"]) + f"; {r['sessions']} sessions open")
         for d in r["destinations"]:
             lines.append(f"    {d['destination']}: {d['state'] or 'unknown'}"
                          + (f" since {d['since']}" if d["since"] else "")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tests.e2e.util import message, node_b_lines, send
+from tests.e2e.util import GREYLISTED, NOBODY_577, message, node_b_lines, send
 from tests.peers.backupmx import BackupMX
 
 VERIFY = """
@@ -36,15 +36,6 @@ smtpd_recipient_restrictions =
     reject_unauth_destination
 """
 
-NOBODY_577 = (
-    "577 5.1.1 <nobody@nausch.org>: Recipient address rejected: undeliverable address: "
-    "host mx1.nausch.org[127.0.0.2] said: 550 5.1.1 <nobody@nausch.org>: Recipient address "
-    "rejected: User unknown in virtual mailbox table (in reply to RCPT TO command)"
-)
-GREYLISTED = (
-    "450 4.2.0 <alice@nausch.org>: Recipient address rejected: Greylisted, see "
-    "http://postgrey.schweikert.ch/help/nausch.org.html"
-)
 
 
 def probe_rcpts(primary, address: str) -> int:

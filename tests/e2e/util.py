@@ -17,6 +17,16 @@ from tests.peers.ports import free_port
 
 #: a client outside mynetworks, with forward-confirmed rDNS client.example.net
 OUTSIDE = "127.0.0.5"
+#: the replies of the verify and greylist tests for nobody@ and alice@nausch.org
+NOBODY_577 = (
+    "577 5.1.1 <nobody@nausch.org>: Recipient address rejected: undeliverable address: "
+    "host mx1.nausch.org[127.0.0.2] said: 550 5.1.1 <nobody@nausch.org>: Recipient address "
+    "rejected: User unknown in virtual mailbox table (in reply to RCPT TO command)"
+)
+GREYLISTED = (
+    "450 4.2.0 <alice@nausch.org>: Recipient address rejected: Greylisted, see "
+    "http://postgrey.schweikert.ch/help/nausch.org.html"
+)
 #: a second backupmx node; it counts mx1.tachtler.net's 127.0.0.3 as its own address
 NODE_B = "127.0.0.7"
 
